@@ -1,0 +1,3 @@
+//! Subcommand implementations (argument structs + `run`), one module each.
+
+pub mod info;

@@ -1,0 +1,14 @@
+//! GPU layer: device and limits, buffer pool, pipeline cache, command recorder, profiler.
+
+pub mod context;
+pub mod pipelines;
+pub mod pool;
+pub mod profiler;
+pub mod recorder;
+
+pub use context::{
+    AdapterSummary, Context, ContextOptions, Tuning, enumerate, shared_test_context,
+};
+pub use pipelines::{Const, KernelKey};
+pub use pool::{GpuBuffer, PoolStats};
+pub use recorder::BufRange;

@@ -1,0 +1,243 @@
+//! Pipeline cache. A `KernelKey` names a shader family, an entry point and every
+//! specialization constant; the same key renders the WGSL header and indexes the cache, so
+//! the two can never drift apart.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// A specialization value. Floats are stored as bits so keys stay `Eq + Hash`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Const {
+    U32(u32),
+    I32(i32),
+    F32Bits(u32),
+    Bool(bool),
+}
+
+impl Const {
+    pub fn f32(v: f32) -> Self {
+        Const::F32Bits(v.to_bits())
+    }
+    fn wgsl(&self) -> String {
+        match *self {
+            Const::U32(v) => format!("{v}u"),
+            Const::I32(v) => format!("{v}i"),
+            Const::F32Bits(b) => {
+                let v = f32::from_bits(b);
+                if v.is_finite() {
+                    format!("{v:?}f")
+                } else {
+                    // WGSL has no inf literal: a const expression that overflows is rejected, so
+                    // use the largest finite value instead (callers treat it as "unbounded").
+                    if v > 0.0 {
+                        "3.4028235e38f".into()
+                    } else {
+                        "-3.4028235e38f".into()
+                    }
+                }
+            }
+            Const::Bool(v) => format!("{v}"),
+        }
+    }
+}
+
+/// Everything that changes the code of a kernel. Shapes never go here: they go in uniforms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub family: &'static str,
+    pub entry: &'static str,
+    pub consts: Vec<(&'static str, Const)>,
+    /// Render `alias` lines of the spec block with f16 instead of f32 and enable the extension.
+    pub f16: bool,
+}
+
+impl KernelKey {
+    pub fn new(family: &'static str, entry: &'static str) -> Self {
+        Self {
+            family,
+            entry,
+            consts: Vec::new(),
+            f16: false,
+        }
+    }
+    pub fn with(mut self, name: &'static str, v: Const) -> Self {
+        self.consts.push((name, v));
+        self
+    }
+    pub fn u32(self, name: &'static str, v: u32) -> Self {
+        self.with(name, Const::U32(v))
+    }
+    pub fn bool(self, name: &'static str, v: bool) -> Self {
+        self.with(name, Const::Bool(v))
+    }
+
+    /// Human-readable label used by the profiler: `family/entry[K=V,...]`.
+    pub fn label(&self) -> String {
+        let mut s = format!("{}/{}", self.family, self.entry);
+        if !self.consts.is_empty() || self.f16 {
+            s.push('[');
+            let mut first = true;
+            for (n, v) in &self.consts {
+                if !first {
+                    s.push(',');
+                }
+                first = false;
+                let _ = write!(s, "{n}={}", v.wgsl().trim_end_matches(['u', 'i', 'f']));
+            }
+            if self.f16 {
+                if !first {
+                    s.push(',');
+                }
+                s.push_str("f16");
+            }
+            s.push(']');
+        }
+        s
+    }
+
+    /// The full WGSL source of this specialization: the family's file with its spec block
+    /// (between `// spec:begin` and `// spec:end`) rewritten from this key.
+    pub fn render(&self) -> Result<String> {
+        let body = crate::kernels::sources::source(self.family).ok_or_else(|| Error::Shader {
+            kernel: self.label(),
+            msg: format!("unknown shader family `{}`", self.family),
+        })?;
+        render_spec(body, self).map_err(|msg| Error::Shader {
+            kernel: self.label(),
+            msg,
+        })
+    }
+}
+
+fn render_spec(body: &str, key: &KernelKey) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(body.len() + 128);
+    if key.f16 {
+        out.push_str("enable f16;\n");
+    }
+    let mut used = vec![false; key.consts.len()];
+    let mut in_spec = false;
+    let mut saw_spec = false;
+    for line in body.lines() {
+        let t = line.trim();
+        if t == "// spec:begin" {
+            in_spec = true;
+            saw_spec = true;
+        } else if t == "// spec:end" {
+            in_spec = false;
+        } else if in_spec {
+            if let Some(rest) = t.strip_prefix("const ") {
+                // const NAME: TYPE = VALUE;
+                let (name, after) = rest.split_once(':').ok_or("bad const line")?;
+                let name = name.trim();
+                let ty = after.split_once('=').ok_or("bad const line")?.0.trim();
+                if let Some(i) = key.consts.iter().position(|(n, _)| *n == name) {
+                    used[i] = true;
+                    let _ = writeln!(out, "const {name}: {ty} = {};", key.consts[i].1.wgsl());
+                    continue;
+                }
+            } else if key.f16 && t.starts_with("alias ") {
+                let _ = writeln!(out, "{}", t.replace("f32", "f16"));
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !key.consts.is_empty() && !saw_spec {
+        return Err("shader has no `// spec:begin` block".into());
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        return Err(format!(
+            "specialization constant `{}` is not declared in the spec block",
+            key.consts[i].0
+        ));
+    }
+    Ok(out)
+}
+
+pub struct Compiled {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub label: Arc<str>,
+}
+
+#[derive(Default)]
+pub struct PipelineCache {
+    map: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
+}
+
+impl PipelineCache {
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, device: &wgpu::Device, key: &KernelKey) -> Result<Arc<Compiled>> {
+        if let Some(c) = self.map.lock().expect("pipeline cache poisoned").get(key) {
+            return Ok(c.clone());
+        }
+        let src = key.render()?;
+        let label = key.label();
+        // Compile inside an error scope so an invalid shader is an Err naming the kernel, never
+        // an abort from the uncaptured-error handler.
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(key.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                kernel: label,
+                msg: err.to_string(),
+            });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let c = Arc::new(Compiled {
+            pipeline,
+            layout,
+            label: label.into(),
+        });
+        self.map
+            .lock()
+            .expect("pipeline cache poisoned")
+            .insert(key.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn spec_block_rewrites_only_named_consts() {
+        let body = "// spec:begin\nconst WG: u32 = 64u;\nconst A: f32 = 1.0;\nalias T = f32;\n// spec:end\nfn f() {}\n";
+        let key = KernelKey::new("x", "main").u32("WG", 128);
+        let s = render_spec(body, &key).unwrap();
+        assert!(s.contains("const WG: u32 = 128u;"));
+        assert!(s.contains("const A: f32 = 1.0;"));
+        let mut k16 = key.clone();
+        k16.f16 = true;
+        let s = render_spec(body, &k16).unwrap();
+        assert!(s.starts_with("enable f16;"));
+        assert!(s.contains("alias T = f16;"));
+        let bad = KernelKey::new("x", "main").u32("NOPE", 1);
+        assert!(render_spec(body, &bad).is_err());
+    }
+}

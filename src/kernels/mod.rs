@@ -1,0 +1,14 @@
+//! One launcher module per shader family (`shaders/<family>.wgsl`): parameter structs, shape
+//! checks, dispatch sizing, backward rules and CPU references.
+
+pub mod elementwise;
+pub mod sources;
+
+use crate::gpu::KernelKey;
+
+/// Every specialization the crate can dispatch; the naga test validates each one.
+pub fn shipped_keys() -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    v.extend(elementwise::shipped_keys());
+    v
+}

@@ -1,0 +1,49 @@
+//! `dkp` command-line interface.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "dkp",
+    version,
+    about = "Blind image super-resolution with the Dynamic Kernel Prior, on any GPU (wgpu)"
+)]
+struct Cli {
+    /// Backends to consider: vulkan, metal, dx12, gl (comma list). Default: WGPU_BACKEND or all.
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Pick the adapter whose name contains this text (case-insensitive). Default: WGPU_ADAPTER_NAME, else the fastest kind present.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List GPU adapters with backend, type, driver, limits and optional features.
+    Info(cli::info::InfoArgs),
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let opts = dkp::ContextOptions {
+        backend: cli.backend.clone(),
+        adapter: cli.adapter.clone(),
+        ..Default::default()
+    };
+    match cli.cmd {
+        Cmd::Info(a) => cli::info::run(&opts, &a),
+    }
+}

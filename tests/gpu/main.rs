@@ -1,0 +1,5 @@
+//! GPU tests: every op's forward and backward against PyTorch goldens and finite differences,
+//! on a real wgpu adapter (lavapipe in CI). One test binary keeps link time down.
+
+mod common;
+mod elementwise;
