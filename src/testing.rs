@@ -30,7 +30,8 @@ pub fn compare(got: &[f32], want: &[f32], rtol: f64, atol: f64) -> Comparison {
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let (g, w) = (g as f64, w as f64);
         let d = (g - w).abs();
-        let bad = !(d <= atol + rtol * w.abs()) || g.is_nan() != w.is_nan();
+        let within = d <= atol + rtol * w.abs();
+        let bad = !within || g.is_nan() != w.is_nan();
         if bad {
             c.failures += 1;
         }
@@ -214,7 +215,7 @@ impl Rng {
 /// output in f64. With a fixed random weighting r, L = Σ r·f(x): the analytic gradient comes
 /// from the GPU tape (`backward_with(out, r)`), the numeric one from central differences of
 /// the CPU reference. Checks at most `max_checks` coordinates per input (spread evenly).
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn gradcheck(
     ctx: &Arc<Context>,
     what: &str,

@@ -1,7 +1,6 @@
 //! The one object that owns everything GPU-side: device, queue, limits, features, buffer pool,
 //! pipeline cache, command recorder, profiler, and the per-thread autodiff tapes.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -61,7 +60,7 @@ impl AdapterSummary {
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
             subgroup: f.contains(wgpu::Features::SUBGROUP),
-            max_storage_binding: l.max_storage_buffer_binding_size as u64,
+            max_storage_binding: l.max_storage_buffer_binding_size,
             max_buffer: l.max_buffer_size,
             max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
             max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
@@ -246,7 +245,7 @@ impl Context {
         self.force_f32.store(v, Ordering::Relaxed);
     }
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size as u64
+        self.limits.max_storage_buffer_binding_size
     }
     pub fn memory(&self) -> PoolStats {
         self.pool.stats()
@@ -281,7 +280,7 @@ impl Context {
             return Ok(());
         }
         let mut padded;
-        let bytes = if data.len() % 4 != 0 {
+        let bytes = if !data.len().is_multiple_of(4) {
             padded = data.to_vec();
             padded.resize(data.len().div_ceil(4) * 4, 0);
             &padded[..]
@@ -665,6 +664,3 @@ pub fn shared_test_context() -> Option<Arc<Context>> {
     })
     .clone()
 }
-
-#[doc(hidden)]
-pub type LabelMap = HashMap<String, String>;
