@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-shot check on a machine with a real GPU: make sure a Vulkan loader and driver are
+# visible, build, run the test suite on the GPU adapter, then print `dkp bench ops` (last).
+#   tools/gpu_check.sh [--no-tests] [--torch]
+# Loader: if `ldconfig -p` shows no libvulkan, the script unpacks any .deb files found in
+# ./.gl (download them beforehand with `apt-get download libvulkan1`), or installs libvulkan1
+# with apt-get when the network allows. NVIDIA's ICD is picked up from the usual places or
+# from /usr/local/nvidia/share/vulkan/icd.d.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+run_tests=1; torch=0
+for a in "$@"; do
+  case "$a" in
+    --no-tests) run_tests=0 ;;
+    --torch) torch=1 ;;
+  esac
+done
+
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+  if ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+  else
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1) || true
+  fi
+fi
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
+cargo build --release || exit 1
+./target/release/dkp info || exit 1
+if [ "$run_tests" = 1 ]; then
+  cargo test --release 2>&1 | grep -E "^test result|FAILED|panicked" || true
+fi
+if [ "$torch" = 1 ] && python3 -c "import torch" 2>/dev/null; then
+  python3 tools/bench_torch.py
+fi
+./target/release/dkp bench ops --iters 5 --warmup 2
