@@ -2,8 +2,10 @@
 //! wgpu/WGSL tensor engine.
 
 pub mod autograd;
+pub mod dkp;
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod kernels;
 pub mod ops;
 pub mod rand;

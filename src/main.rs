@@ -26,6 +26,10 @@ struct Cli {
 enum Cmd {
     /// List GPU adapters with backend, type, driver, limits and optional features.
     Info(cli::info::InfoArgs),
+    /// Synthesise LR images + GT kernels from HR images (the reference data procedure, CPU only).
+    Prepare(cli::prepare::PrepareArgs),
+    /// PSNR/SSIM (Y channel) and kernel PSNR of results against ground truth (CPU only).
+    Eval(cli::eval::EvalArgs),
 }
 
 fn main() {
@@ -45,5 +49,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.cmd {
         Cmd::Info(a) => cli::info::run(&opts, &a),
+        Cmd::Prepare(a) => cli::prepare::run(&a),
+        Cmd::Eval(a) => cli::eval::run(&a),
     }
 }

@@ -1,3 +1,5 @@
 //! Subcommand implementations (argument structs + `run`), one module each.
 
+pub mod eval;
 pub mod info;
+pub mod prepare;

@@ -1,0 +1,185 @@
+//! `dkp eval`: image PSNR/SSIM (Y channel, sf-pixel border crop) and optionally kernel PSNR
+//! of a folder of results against ground truth, per image and averaged (spec §4).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
+use dkp::io::image::load_rgb;
+use dkp::io::kernel::read_kernel;
+
+use super::prepare::list_images;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Folder of super-resolved images (PNG/JPEG).
+    pub sr_dir: PathBuf,
+    /// Folder of HR ground truth; matched to SR images by file name (stem).
+    pub hr_dir: PathBuf,
+    /// Scale factor: HR is modcropped by it and `sf` pixels are cropped from every border.
+    #[arg(long)]
+    pub sf: usize,
+    /// Folder of estimated kernels (NAME.mat with variable `Kernel`, or NAME.txt).
+    #[arg(long, requires = "kernels_gt")]
+    pub kernels: Option<PathBuf>,
+    /// Folder of ground-truth kernels (NAME.mat or NAME.txt).
+    #[arg(long = "kernels-gt", requires = "kernels")]
+    pub kernels_gt: Option<PathBuf>,
+    /// Print JSON instead of a table (an infinite PSNR prints as null).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    psnr: f64,
+    ssim: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_psnr: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    sf: usize,
+    count: usize,
+    images: Vec<Row>,
+    mean: Mean,
+}
+
+#[derive(Serialize)]
+struct Mean {
+    psnr: f64,
+    ssim: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_psnr: Option<f64>,
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The file in `dir` named `name` + one of `exts` (first match).
+fn find_with_stem(dir: &Path, name: &str, exts: &[&str]) -> Option<PathBuf> {
+    exts.iter()
+        .map(|e| dir.join(format!("{name}.{e}")))
+        .find(|p| p.is_file())
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    if args.sf == 0 {
+        bail!("--sf must be at least 1");
+    }
+    let srs = list_images(&args.sr_dir)?;
+    if srs.is_empty() {
+        bail!("{}: no PNG or JPEG images found", args.sr_dir.display());
+    }
+    if !args.hr_dir.is_dir() {
+        bail!(
+            "{}: not a folder (or it does not exist)",
+            args.hr_dir.display()
+        );
+    }
+    for d in [&args.kernels, &args.kernels_gt].into_iter().flatten() {
+        if !d.is_dir() {
+            bail!("{}: not a folder (or it does not exist)", d.display());
+        }
+    }
+    let img_exts = ["png", "PNG", "jpg", "JPG", "jpeg", "JPEG"];
+    let mut rows = Vec::new();
+    for sr_path in &srs {
+        let name = stem(sr_path);
+        let hr_path = args
+            .hr_dir
+            .join(sr_path.file_name().unwrap_or_default())
+            .is_file()
+            .then(|| args.hr_dir.join(sr_path.file_name().unwrap_or_default()))
+            .or_else(|| find_with_stem(&args.hr_dir, &name, &img_exts))
+            .with_context(|| format!("{}: no HR image named '{name}'", args.hr_dir.display()))?;
+        let sr = load_rgb(sr_path)?;
+        let hr = load_rgb(&hr_path)?;
+        let score = evaluate_pair(&hr, &sr, args.sf)
+            .with_context(|| format!("{}: cannot evaluate", sr_path.display()))?;
+        let kernel_psnr = match (&args.kernels, &args.kernels_gt) {
+            (Some(kd), Some(gd)) => {
+                let kp = find_with_stem(kd, &name, &["mat", "txt"]).with_context(|| {
+                    format!("{}: no kernel {name}.mat or {name}.txt", kd.display())
+                })?;
+                let gp = find_with_stem(gd, &name, &["mat", "txt"]).with_context(|| {
+                    format!("{}: no kernel {name}.mat or {name}.txt", gd.display())
+                })?;
+                let (k, g) = (read_kernel(&kp)?, read_kernel(&gp)?);
+                if k.size != g.size {
+                    bail!(
+                        "{name}: estimated kernel is {0}x{0} but the ground truth is {1}x{1}",
+                        k.size,
+                        g.size
+                    );
+                }
+                Some(kernel_psnr(&g.data, &k.data)?)
+            }
+            _ => None,
+        };
+        rows.push(Row {
+            name,
+            psnr: score.psnr,
+            ssim: score.ssim,
+            kernel_psnr,
+        });
+    }
+    let n = rows.len() as f64;
+    let mean = Mean {
+        psnr: rows.iter().map(|r| r.psnr).sum::<f64>() / n,
+        ssim: rows.iter().map(|r| r.ssim).sum::<f64>() / n,
+        kernel_psnr: rows
+            .iter()
+            .map(|r| r.kernel_psnr)
+            .sum::<Option<f64>>()
+            .map(|s| s / n),
+    };
+    let report = Report {
+        sf: args.sf,
+        count: rows.len(),
+        images: rows,
+        mean,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let width = report
+        .images
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let with_k = report.mean.kernel_psnr.is_some();
+    print!("{:<width$}  {:>8}  {:>7}", "image", "PSNR", "SSIM");
+    if with_k {
+        print!("  {:>11}", "kernel PSNR");
+    }
+    println!();
+    let line = |name: &str, p: f64, s: f64, k: Option<f64>| {
+        print!("{name:<width$}  {p:>8.2}  {s:>7.4}");
+        if let Some(k) = k {
+            print!("  {k:>11.2}");
+        }
+        println!();
+    };
+    for r in &report.images {
+        line(&r.name, r.psnr, r.ssim, r.kernel_psnr);
+    }
+    line(
+        &format!("mean ({})", report.count),
+        report.mean.psnr,
+        report.mean.ssim,
+        report.mean.kernel_psnr,
+    );
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! CPU-side pieces of DIP-DKP: the NumPy-compatible RNG, random kernel priors, the CPU
+//! reference of the degradation, the evaluation metrics and the dataset generator.
+
+pub mod dataset;
+pub mod degrade_cpu;
+pub mod kernels;
+pub mod metrics;
+pub mod rng;

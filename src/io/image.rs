@@ -1,0 +1,295 @@
+//! Images as planar RGB f64 in [0, 1] (the layout of a 1×3×H×W tensor).
+//!
+//! Loading follows PIL's `Image.open(path).convert('RGB')` for 8-bit files: gray is replicated
+//! to three channels, alpha is dropped (not blended), palette images are expanded. 16-bit
+//! files are scaled by 1/65535 (PIL would keep only the high byte of 16-bit RGB and clip
+//! 16-bit gray; exact for every 8-bit file, which is what the benchmarks use). JPEG decoding
+//! may differ from libjpeg by ±1 on some values.
+//!
+//! Saving quantises to 8 bits in one of the two ways the reference code does (spec §2.11,
+//! §3 step 2.6, §9 item 12) and writes an 8-bit RGB PNG atomically.
+
+use std::path::Path;
+
+use image::{ColorType, DynamicImage, ImageDecoder, ImageReader};
+
+use super::{file_err, write_atomic};
+use crate::error::{Error, Result};
+
+/// Largest image `load_rgb` accepts, in pixels (64 megapixels).
+pub const MAX_PIXELS: u64 = 64_000_000;
+
+/// Planar RGB image, values in [0, 1] (`data[c·H·W + y·W + x]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f64>,
+    /// Bits per sample of the source file (8 or 16); 8 for images made in memory.
+    pub bit_depth: u8,
+}
+
+impl RgbImage {
+    /// Wrap planar data (3·height·width values).
+    pub fn new(width: usize, height: usize, data: Vec<f64>) -> Result<Self> {
+        if data.len() != 3 * width * height {
+            return Err(Error::Shape {
+                op: "RgbImage::new",
+                msg: format!("{} values for a 3x{height}x{width} image", data.len()),
+            });
+        }
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+            bit_depth: 8,
+        })
+    }
+
+    /// From interleaved 8-bit RGB (`rgb[3·(y·W + x) + c]`), values `v / 255`.
+    pub fn from_rgb8(width: usize, height: usize, rgb: &[u8]) -> Result<Self> {
+        if rgb.len() != 3 * width * height {
+            return Err(Error::Shape {
+                op: "RgbImage::from_rgb8",
+                msg: format!("{} bytes for a {width}x{height} RGB image", rgb.len()),
+            });
+        }
+        let n = width * height;
+        let mut data = vec![0.0; 3 * n];
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                data[c * n + i] = px[c] as f64 / 255.0;
+            }
+        }
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+            bit_depth: 8,
+        })
+    }
+
+    /// One channel plane (H·W values).
+    pub fn plane(&self, c: usize) -> &[f64] {
+        let n = self.width * self.height;
+        &self.data[c * n..(c + 1) * n]
+    }
+
+    /// The sub-image of `h × w` pixels starting at (`top`, `left`).
+    pub fn crop(&self, top: usize, left: usize, h: usize, w: usize) -> Result<RgbImage> {
+        if top + h > self.height || left + w > self.width {
+            return Err(Error::Shape {
+                op: "RgbImage::crop",
+                msg: format!(
+                    "crop {h}x{w} at ({top},{left}) exceeds {}x{}",
+                    self.height, self.width
+                ),
+            });
+        }
+        let mut data = Vec::with_capacity(3 * h * w);
+        for c in 0..3 {
+            let p = self.plane(c);
+            for y in top..top + h {
+                data.extend_from_slice(&p[y * self.width + left..y * self.width + left + w]);
+            }
+        }
+        Ok(RgbImage {
+            width: w,
+            height: h,
+            data,
+            bit_depth: self.bit_depth,
+        })
+    }
+
+    /// Interleaved 8-bit RGB with the given quantisation.
+    pub fn to_rgb8(&self, q: Quantize) -> Vec<u8> {
+        let n = self.width * self.height;
+        let mut out = vec![0u8; 3 * n];
+        for i in 0..n {
+            for c in 0..3 {
+                out[3 * i + c] = q.apply(self.data[c * n + i]);
+            }
+        }
+        out
+    }
+}
+
+/// `modcrop`: drop the last `H mod sf` rows and `W mod sf` columns.
+pub fn modcrop(img: &RgbImage, sf: usize) -> RgbImage {
+    let sf = sf.max(1);
+    let (h, w) = (img.height - img.height % sf, img.width - img.width % sf);
+    if (h, w) == (img.height, img.width) {
+        return img.clone();
+    }
+    img.crop(0, 0, h, w)
+        .expect("modcrop stays inside the image")
+}
+
+/// How float values become bytes. Both first round the value to f32, because the reference
+/// quantises float32 arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantize {
+    /// `tensor2im01`: `clip(round(255·v), 0, 255)` with NumPy's round-half-to-even (SR outputs).
+    Round,
+    /// matplotlib `imsave` of `clip(v, 0, 1)`: `floor(255·v)` computed in f32 (LR data, §3).
+    Floor,
+}
+
+impl Quantize {
+    pub fn apply(self, v: f64) -> u8 {
+        let v = v as f32;
+        match self {
+            Quantize::Round => {
+                let r = (v * 255.0).round_ties_even();
+                if r.is_nan() {
+                    0
+                } else {
+                    r.clamp(0.0, 255.0) as u8
+                }
+            }
+            Quantize::Floor => {
+                let c = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+                (c * 255.0) as u8
+            }
+        }
+    }
+}
+
+/// Load a PNG or JPEG (8- or 16-bit; gray, gray+alpha, RGB, RGBA, palette) as RGB in [0, 1].
+/// Unreadable or corrupt files and images over [`MAX_PIXELS`] give an `Error::File` naming the
+/// path.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| file_err(path, format!("cannot open image: {e}")))?
+        .with_guessed_format()
+        .map_err(|e| file_err(path, format!("cannot read image: {e}")))?;
+    if reader.format().is_none() {
+        return Err(file_err(
+            path,
+            "not a PNG or JPEG image (unrecognised file signature)",
+        ));
+    }
+    // The pixel-count guard below replaces the decoder's allocation limit, so that an
+    // oversized image gets the megapixel message (at most 64 MP × 4 channels × 2 bytes is
+    // allocated once it passes).
+    reader.no_limits();
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| file_err(path, format!("corrupt or unsupported image: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    let pixels = w as u64 * h as u64;
+    if pixels > MAX_PIXELS {
+        return Err(file_err(
+            path,
+            format!(
+                "image is {w}x{h} ({:.1} megapixels); refusing images over {} megapixels",
+                pixels as f64 / 1e6,
+                MAX_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    if pixels == 0 {
+        return Err(file_err(path, "image has no pixels"));
+    }
+    let color = decoder.color_type();
+    let img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| file_err(path, format!("corrupt image data: {e}")))?;
+    let (w, h) = (w as usize, h as usize);
+    let n = w * h;
+    let sixteen = matches!(
+        color,
+        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16
+    );
+    let mut data = vec![0.0; 3 * n];
+    if sixteen {
+        let rgb = img.to_rgb16();
+        for (i, px) in rgb.pixels().enumerate() {
+            for c in 0..3 {
+                data[c * n + i] = px.0[c] as f64 / 65535.0;
+            }
+        }
+    } else {
+        let rgb = img.to_rgb8();
+        for (i, px) in rgb.pixels().enumerate() {
+            for c in 0..3 {
+                data[c * n + i] = px.0[c] as f64 / 255.0;
+            }
+        }
+    }
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        data,
+        bit_depth: if sixteen { 16 } else { 8 },
+    })
+}
+
+/// Encode interleaved 8-bit pixels (`channels` = 1 gray, 3 RGB, 4 RGBA) as PNG bytes.
+pub fn encode_png(width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let ct = match channels {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        4 => image::ExtendedColorType::Rgba8,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "encode_png: {channels} channels (want 1, 3 or 4)"
+            )));
+        }
+    };
+    if pixels.len() != width * height * channels {
+        return Err(Error::Shape {
+            op: "encode_png",
+            msg: format!("{} bytes for {width}x{height}x{channels}", pixels.len()),
+        });
+    }
+    let mut buf = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut buf)
+        .write_image(pixels, width as u32, height as u32, ct)
+        .map_err(|e| Error::Invalid(format!("PNG encoding failed: {e}")))?;
+    Ok(buf)
+}
+
+/// Save interleaved 8-bit pixels as a PNG, atomically.
+pub fn save_png_u8(
+    path: &Path,
+    width: usize,
+    height: usize,
+    channels: usize,
+    pixels: &[u8],
+) -> Result<()> {
+    let bytes = encode_png(width, height, channels, pixels)?;
+    write_atomic(path, &bytes)
+}
+
+/// Save an RGB float image as an 8-bit RGB PNG, atomically, with the given quantisation.
+pub fn save_png(path: &Path, img: &RgbImage, q: Quantize) -> Result<()> {
+    save_png_u8(path, img.width, img.height, 3, &img.to_rgb8(q))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_modes() {
+        assert_eq!(Quantize::Round.apply(0.5 / 255.0), 0); // 0.5 ties to even
+        assert_eq!(Quantize::Round.apply(1.5 / 255.0), 2);
+        assert_eq!(Quantize::Round.apply(-0.2), 0);
+        assert_eq!(Quantize::Round.apply(1.7), 255);
+        assert_eq!(Quantize::Floor.apply(0.999), 254);
+        assert_eq!(Quantize::Floor.apply(1.0), 255);
+        assert_eq!(Quantize::Floor.apply(-3.0), 0);
+        assert_eq!(Quantize::Floor.apply(f64::NAN), 0);
+    }
+
+    #[test]
+    fn modcrop_and_crop() {
+        let img = RgbImage::new(5, 7, (0..105).map(|i| i as f64).collect()).unwrap();
+        let m = modcrop(&img, 2);
+        assert_eq!((m.width, m.height), (4, 6));
+        assert_eq!(m.plane(1)[0], 35.0);
+        assert_eq!(m.plane(0)[4], 5.0);
+        assert!(img.crop(5, 0, 3, 1).is_err());
+    }
+}

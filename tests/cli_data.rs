@@ -1,0 +1,291 @@
+//! `dkp prepare` and `dkp eval` end to end: outputs, numbers, and clear errors (never a panic)
+//! for bad inputs.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::cargo_bin_cmd;
+
+fn dkp() -> Command {
+    let mut c = cargo_bin_cmd!("dkp");
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn set5() -> Option<PathBuf> {
+    let p = dkp::testing::testvectors_dir()?.join("set5_official_inputs");
+    p.is_dir().then_some(p)
+}
+
+/// Run and return (success, stdout, stderr); asserts that nothing panicked.
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked:\n{stderr}"
+    );
+    (out.status.success(), stdout, stderr)
+}
+
+#[test]
+fn prepare_two_images_and_refuse_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hr = tmp.path().join("hr");
+    std::fs::create_dir(&hr).unwrap();
+    // the first two Set5 images in sorted order get the official x2 kernels (same RNG stream)
+    let names = ["baby", "bird"];
+    let src = set5();
+    for n in names {
+        let from = match &src {
+            Some(s) => s.join(format!("HR/{n}.png")),
+            None => fixtures().join(if n == "baby" {
+                "eval/hr/a.png"
+            } else {
+                "eval/hr/b.png"
+            }),
+        };
+        std::fs::copy(from, hr.join(format!("{n}.png"))).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let (ok, stdout, stderr) = run(dkp()
+        .args(["prepare", "--sf", "2", "--hr"])
+        .arg(&hr)
+        .arg("--out")
+        .arg(&out));
+    assert!(ok, "prepare failed: {stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for n in names {
+        for f in [
+            format!("lr_x2/{n}.png"),
+            format!("gt_k_x2/{n}.mat"),
+            format!("gt_k_x2/{n}.txt"),
+            format!("gt_k_x2/{n}.png"),
+            format!("HR/{n}.png"),
+        ] {
+            assert!(out.join(&f).is_file(), "missing {f}");
+        }
+        let k = dkp::io::kernel::read_kernel(&out.join(format!("gt_k_x2/{n}.mat"))).unwrap();
+        let kt = dkp::io::kernel::read_kernel(&out.join(format!("gt_k_x2/{n}.txt"))).unwrap();
+        assert_eq!(k, kt, "txt and mat kernels differ");
+        if let Some(s) = &src {
+            let want = dkp::io::kernel::read_kernel(&s.join(format!("x2/gt_k/{n}.mat"))).unwrap();
+            assert_eq!(k, want, "{n}: kernel differs from the official x2 kernel");
+            let lr = dkp::io::image::load_rgb(&out.join(format!("lr_x2/{n}.png"))).unwrap();
+            let off = dkp::io::image::load_rgb(&s.join(format!("x2/lr/{n}.png"))).unwrap();
+            assert_eq!((lr.width, lr.height), (off.width, off.height));
+            let bad = lr
+                .data
+                .iter()
+                .zip(&off.data)
+                .filter(|(a, b)| ((*a - *b) * 255.0).abs() > 1.5)
+                .count();
+            assert_eq!(bad, 0, "{n}: LR differs by more than one level");
+        }
+    }
+    assert!(out.join("index_x2.txt").is_file());
+    // no stray temporary files
+    let tmp_files = std::fs::read_dir(out.join("lr_x2"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
+        .count();
+    assert_eq!(tmp_files, 0);
+
+    // a second run into the same folder is refused without --force ...
+    let (ok, _, stderr) = run(dkp()
+        .args(["prepare", "--sf", "2", "--hr"])
+        .arg(&hr)
+        .arg("--out")
+        .arg(&out));
+    assert!(!ok);
+    assert!(
+        stderr.contains("not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    // ... and allowed with it, giving the same files
+    let before = std::fs::read(out.join("gt_k_x2/bird.mat")).unwrap();
+    let (ok, _, stderr) = run(dkp()
+        .args(["prepare", "--sf", "2", "--force", "--hr"])
+        .arg(&hr)
+        .arg("--out")
+        .arg(&out));
+    assert!(ok, "{stderr}");
+    assert_eq!(std::fs::read(out.join("gt_k_x2/bird.mat")).unwrap(), before);
+}
+
+#[test]
+fn eval_known_pairs() {
+    let e = fixtures().join("eval");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.join("expected.json")).unwrap()).unwrap();
+    let (ok, stdout, stderr) = run(dkp()
+        .arg("eval")
+        .arg(e.join("sr"))
+        .arg(e.join("hr"))
+        .args(["--sf", "2", "--json", "--kernels"])
+        .arg(e.join("k"))
+        .arg("--kernels-gt")
+        .arg(e.join("kgt")));
+    assert!(ok, "{stderr}");
+    let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(got["count"], 3);
+    let (mut sp, mut ss, mut sk) = (0.0, 0.0, 0.0);
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let row = &got["images"][i];
+        assert_eq!(row["name"], *name);
+        let want = &expected["images"][name];
+        let p = row["psnr"].as_f64().unwrap();
+        let s = row["ssim"].as_f64().unwrap();
+        let k = row["kernel_psnr"].as_f64().unwrap();
+        assert!(
+            (p - want["sf2"]["psnr"].as_f64().unwrap()).abs() < 1e-10,
+            "{name} psnr"
+        );
+        assert!(
+            (s - want["sf2"]["ssim"].as_f64().unwrap()).abs() < 1e-10,
+            "{name} ssim"
+        );
+        assert!(
+            (k - want["kernel_psnr"].as_f64().unwrap()).abs() < 1e-10,
+            "{name} kernel"
+        );
+        sp += p;
+        ss += s;
+        sk += k;
+    }
+    assert!((got["mean"]["psnr"].as_f64().unwrap() - sp / 3.0).abs() < 1e-12);
+    assert!((got["mean"]["ssim"].as_f64().unwrap() - ss / 3.0).abs() < 1e-12);
+    assert!((got["mean"]["kernel_psnr"].as_f64().unwrap() - sk / 3.0).abs() < 1e-12);
+
+    // the table form
+    let (ok, stdout, _) = run(dkp()
+        .arg("eval")
+        .arg(e.join("sr"))
+        .arg(e.join("hr"))
+        .args(["--sf", "3"]));
+    assert!(ok);
+    assert!(
+        stdout.contains("PSNR") && stdout.contains("mean (3)"),
+        "{stdout}"
+    );
+    let a = stdout.lines().find(|l| l.starts_with("a ")).unwrap();
+    let want = expected["images"]["a"]["sf3"]["psnr"].as_f64().unwrap();
+    assert!(a.contains(&format!("{want:.2}")), "{a}");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let e = fixtures().join("eval");
+
+    // missing HR folder
+    let (ok, _, err) = run(dkp()
+        .args(["prepare", "--sf", "2", "--hr"])
+        .arg(d.join("nope"))
+        .arg("--out")
+        .arg(d.join("o1")));
+    assert!(!ok);
+    assert!(
+        err.contains("nope") && err.contains("not a folder"),
+        "{err}"
+    );
+
+    // a truncated PNG among the HR images
+    let hr = d.join("hr");
+    std::fs::create_dir(&hr).unwrap();
+    let png = std::fs::read(e.join("hr/a.png")).unwrap();
+    std::fs::write(hr.join("broken.png"), &png[..png.len() / 3]).unwrap();
+    let (ok, _, err) = run(dkp()
+        .args(["prepare", "--sf", "2", "--hr"])
+        .arg(&hr)
+        .arg("--out")
+        .arg(d.join("o2")));
+    assert!(!ok);
+    assert!(
+        err.contains("broken.png") && err.contains("corrupt"),
+        "{err}"
+    );
+
+    // empty HR folder, bad scale factor, bad noise
+    let empty = d.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (ok, _, err) = run(dkp()
+        .args(["prepare", "--sf", "2", "--hr"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(d.join("o3")));
+    assert!(!ok && err.contains("no PNG or JPEG"), "{err}");
+    for bad in [["--sf", "0"], ["--sf", "9"]] {
+        let (ok, _, err) = run(dkp()
+            .arg("prepare")
+            .args(bad)
+            .arg("--hr")
+            .arg(e.join("hr"))
+            .arg("--out")
+            .arg(d.join("o4")));
+        assert!(!ok && err.contains("--sf"), "{err}");
+    }
+    let (ok, _, err) = run(dkp()
+        .args(["prepare", "--sf", "2", "--noise=-1", "--hr"])
+        .arg(e.join("hr"))
+        .arg("--out")
+        .arg(d.join("o5")));
+    assert!(!ok && err.contains("--noise"), "{err}");
+
+    // eval: missing SR folder
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(d.join("nosr"))
+        .arg(e.join("hr"))
+        .args(["--sf", "2"]));
+    assert!(!ok && err.contains("nosr"), "{err}");
+    // eval: an SR image without HR counterpart
+    let sr = d.join("sr");
+    std::fs::create_dir(&sr).unwrap();
+    std::fs::copy(e.join("sr/a.png"), sr.join("zzz.png")).unwrap();
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(&sr)
+        .arg(e.join("hr"))
+        .args(["--sf", "2"]));
+    assert!(!ok && err.contains("no HR image named 'zzz'"), "{err}");
+    // eval: a corrupt SR image
+    std::fs::remove_file(sr.join("zzz.png")).unwrap();
+    std::fs::write(sr.join("a.png"), &png[..100]).unwrap();
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(&sr)
+        .arg(e.join("hr"))
+        .args(["--sf", "2"]));
+    assert!(!ok && err.contains("a.png"), "{err}");
+    // eval: --kernels without --kernels-gt is a usage error
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(e.join("sr"))
+        .arg(e.join("hr"))
+        .args(["--sf", "2", "--kernels"])
+        .arg(e.join("k")));
+    assert!(!ok && err.contains("--kernels-gt"), "{err}");
+    // eval: kernels folder without the needed kernel
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(e.join("sr"))
+        .arg(e.join("hr"))
+        .args(["--sf", "2", "--kernels"])
+        .arg(&empty)
+        .arg("--kernels-gt")
+        .arg(e.join("kgt")));
+    assert!(!ok && err.contains("no kernel a.mat"), "{err}");
+}
