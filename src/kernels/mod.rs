@@ -2,6 +2,7 @@
 //! checks, dispatch sizing, backward rules and CPU references.
 
 pub mod elementwise;
+pub mod fft;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -10,5 +11,6 @@ use crate::gpu::KernelKey;
 pub fn shipped_keys() -> Vec<KernelKey> {
     let mut v = Vec::new();
     v.extend(elementwise::shipped_keys());
+    v.extend(fft::shipped_keys());
     v
 }

@@ -4,6 +4,8 @@
 pub fn source(family: &str) -> Option<&'static str> {
     Some(match family {
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "fft" => include_str!("../../shaders/fft.wgsl"),
+        "fft_complex" => include_str!("../../shaders/fft_complex.wgsl"),
         _ => return None,
     })
 }
