@@ -3,6 +3,7 @@
 
 pub mod elementwise;
 pub mod fft;
+pub mod loss;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -12,5 +13,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     let mut v = Vec::new();
     v.extend(elementwise::shipped_keys());
     v.extend(fft::shipped_keys());
+    v.extend(loss::shipped_keys());
     v
 }

@@ -6,6 +6,7 @@ pub fn source(family: &str) -> Option<&'static str> {
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
         "fft" => include_str!("../../shaders/fft.wgsl"),
         "fft_complex" => include_str!("../../shaders/fft_complex.wgsl"),
+        "loss" => include_str!("../../shaders/loss.wgsl"),
         _ => return None,
     })
 }
