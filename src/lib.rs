@@ -6,6 +6,7 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 pub mod testing;
 

@@ -14,5 +14,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.extend(elementwise::shipped_keys());
     v.extend(fft::shipped_keys());
     v.extend(loss::shipped_keys());
+    v.extend(crate::optim::shipped_keys());
     v
 }

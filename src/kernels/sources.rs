@@ -7,6 +7,7 @@ pub fn source(family: &str) -> Option<&'static str> {
         "fft" => include_str!("../../shaders/fft.wgsl"),
         "fft_complex" => include_str!("../../shaders/fft_complex.wgsl"),
         "loss" => include_str!("../../shaders/loss.wgsl"),
+        "optim" => include_str!("../../shaders/optim.wgsl"),
         _ => return None,
     })
 }

@@ -5,3 +5,4 @@ mod common;
 mod elementwise;
 mod fft;
 mod loss;
+mod optim;
