@@ -33,12 +33,36 @@ struct Params {
     flags: u32,    // bit 0: conjugate on load, bit 1: conjugate on store
     scale: f32,    // multiplies the stored values
     _pad: u32,
+    // fast division by inner, nr, ns, n: (divisor, magic, shift, 0), see udiv
+    d_inner: vec4<u32>,
+    d_nr: vec4<u32>,
+    d_ns: vec4<u32>,
+    d_n: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 
 fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+}
+
+// High 32 bits of a 32x32-bit product, from 16-bit halves (vectorizes; WGSL has no mulhi).
+fn mulhi(a: u32, b: u32) -> u32 {
+    let a_lo = a & 0xffffu;
+    let a_hi = a >> 16u;
+    let b_lo = b & 0xffffu;
+    let b_hi = b >> 16u;
+    let t = a_hi * b_lo + ((a_lo * b_lo) >> 16u);
+    let w1 = (t & 0xffffu) + a_lo * b_hi;
+    return a_hi * b_hi + (t >> 16u) + (w1 >> 16u);
+}
+
+// n / d by multiply-high (Granlund-Montgomery, exact for all u32 n). Integer division by a
+// runtime value is not a SIMD instruction on CPUs, so software adapters scalarize it.
+fn udiv(n: u32, dv: vec4<u32>) -> u32 {
+    if (dv.x == 1u) { return n; }
+    let q = mulhi(dv.y, n);
+    return (((n - q) >> 1u) + q) >> dv.z;
 }
 
 fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
@@ -171,10 +195,10 @@ fn stage(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let t = linear(wid, nwg, lid);
     if (t >= P.total) { return; }
     let inner = P.inner;
-    let i = t % inner;
-    let q = t / inner;
-    let j = q % P.nr;
-    let o = q / P.nr;
+    let q = udiv(t, P.d_inner);
+    let i = t - q * inner;
+    let o = udiv(q, P.d_nr);
+    let j = q - o * P.nr;
     let ib = o * P.in_os + i;
     let ob = o * P.out_os + i;
     var v: array<vec2<f32>, RMAX>;
@@ -184,7 +208,8 @@ fn stage(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         if (conj_in) { x.y = -x.y; }
         v[r] = x;
     }
-    let k = j % P.ns;
+    let jq = udiv(j, P.d_ns);
+    let k = j - jq * P.ns;
     if (P.ns > 1u) {
         let base = P.tw_off + k * (R - 1u);
         for (var r = 1u; r < R; r++) {
@@ -204,7 +229,7 @@ fn stage(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     } else {
         dft_generic(&v);
     }
-    let d = (j / P.ns) * P.ns * R + k;
+    let d = jq * P.ns * R + k;
     let conj_out = (P.flags & 2u) != 0u;
     for (var r = 0u; r < R; r++) {
         var y = v[r] * P.scale;
@@ -222,10 +247,10 @@ fn bs_pre(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let t = linear(wid, nwg, lid);
     if (t >= P.total) { return; }
-    let i = t % P.inner;
-    let q = t / P.inner;
-    let k = q % P.nr;
-    let o = q / P.nr;
+    let q = udiv(t, P.d_inner);
+    let i = t - q * P.inner;
+    let o = udiv(q, P.d_nr);
+    let k = q - o * P.nr;
     var y = vec2<f32>(0.0, 0.0);
     if (k < P.n) {
         var x = src[o * P.in_os + k * P.inner + i];
@@ -241,7 +266,8 @@ fn bs_mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let t = linear(wid, nwg, lid);
     if (t >= P.total) { return; }
-    let k = (t / P.inner) % P.nr;
+    let q = udiv(t, P.d_inner);
+    let k = q - udiv(q, P.d_nr) * P.nr;
     dst[t] = conj(cmul(src[t], tw[P.roots_off + k]));
 }
 
@@ -252,10 +278,10 @@ fn bs_post(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32) {
     let t = linear(wid, nwg, lid);
     if (t >= P.total) { return; }
-    let i = t % P.inner;
-    let q = t / P.inner;
-    let k = q % P.n;
-    let o = q / P.n;
+    let q = udiv(t, P.d_inner);
+    let i = t - q * P.inner;
+    let o = udiv(q, P.d_n);
+    let k = q - o * P.n;
     let qv = src[o * P.nr * P.inner + k * P.inner + i];
     var y = cmul(tw[P.tw_off + k], conj(qv)) * P.scale;
     if ((P.flags & 2u) != 0u) { y.y = -y.y; }

@@ -20,12 +20,37 @@ struct Params {
     beta: f32,
     p: f32,      // grad prior exponent
     eps: f32,    // grad prior eps
+    d_w: vec4<u32>,   // fast division by w: (divisor, magic, shift, 0)
+    d_hw: vec4<u32>,  // by h * w
+    d_rb: vec4<u32>,  // by the number of 4-row blocks per plane
+    nrb: u32,         // 4-row blocks per plane
+    nblk: u32,        // invocations of the blocked vertical passes
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 
 fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+}
+
+// High 32 bits of a 32x32-bit product, from 16-bit halves.
+fn mulhi(a: u32, b: u32) -> u32 {
+    let a_lo = a & 0xffffu;
+    let a_hi = a >> 16u;
+    let b_lo = b & 0xffffu;
+    let b_hi = b >> 16u;
+    let t = a_hi * b_lo + ((a_lo * b_lo) >> 16u);
+    let w1 = (t & 0xffffu) + a_lo * b_hi;
+    return a_hi * b_hi + (t >> 16u) + (w1 >> 16u);
+}
+
+// n / d by multiply-high (exact for all u32; integer division does not vectorize on CPUs).
+fn udiv(n: u32, dv: vec4<u32>) -> u32 {
+    if (dv.x == 1u) { return n; }
+    let q = mulhi(dv.y, n);
+    return (((n - q) >> 1u) + q) >> dv.z;
 }
 
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -148,25 +173,33 @@ fn ssim_h(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let p = linear(wid, nwg, lid);
     if (p >= P.n) { return; }
-    let j = i32(p % P.w);
-    let row = p - u32(j);
-    var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
-    for (var t = 0; t < 11; t++) {
-        let jj = j + t - 5;
-        if (jj >= 0 && jj < i32(P.w)) {
-            let x = sa[row + u32(jj)];
-            let y = sb[row + u32(jj)];
-            let g = GW[t];
-            m[0] += g * x;
-            m[1] += g * y;
-            m[2] += g * x * x;
-            m[3] += g * y * y;
-            m[4] += g * x * y;
-        }
+    let n = P.n;
+    let j = i32(p - udiv(p, P.d_w) * P.w);
+    var m0 = 0.0;
+    var m1 = 0.0;
+    var m2 = 0.0;
+    var m3 = 0.0;
+    var m4 = 0.0;
+    let t0 = max(0, 5 - j);
+    let t1 = min(11, i32(P.w) + 5 - j);
+    for (var t = t0; t < t1; t++) {
+        let q = u32(i32(p) + t - 5);
+        let x = sa[q];
+        let y = sb[q];
+        let g = GW[t];
+        let gx = g * x;
+        let gy = g * y;
+        m0 += gx;
+        m1 += gy;
+        m2 += gx * x;
+        m3 += gy * y;
+        m4 += gx * y;
     }
-    for (var k = 0u; k < 5u; k++) {
-        sh[k * P.n + p] = m[k];
-    }
+    sh[p] = m0;
+    sh[n + p] = m1;
+    sh[2u * n + p] = m2;
+    sh[3u * n + p] = m3;
+    sh[4u * n + p] = m4;
 }
 
 // forward vertical pass: 5 maps -> filtered maps (kept for backward) and the SSIM map
@@ -174,38 +207,81 @@ fn ssim_h(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @group(0) @binding(2) var<storage, read_write> vm: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vs: array<f32>;
 
-fn ssim_of(m: array<f32, 5>) -> f32 {
-    let mu_a = m[0];
-    let mu_b = m[1];
+fn ssim_of(mu_a: f32, mu_b: f32, s_aa: f32, s_bb: f32, s_ab: f32) -> f32 {
     let a1 = 2.0 * mu_a * mu_b + C1;
-    let a2 = 2.0 * (m[4] - mu_a * mu_b) + C2;
+    let a2 = 2.0 * (s_ab - mu_a * mu_b) + C2;
     let b1 = mu_a * mu_a + mu_b * mu_b + C1;
-    let b2 = (m[2] - mu_a * mu_a) + (m[3] - mu_b * mu_b) + C2;
+    let b2 = (s_aa - mu_a * mu_a) + (s_bb - mu_b * mu_b) + C2;
+    return (a1 * a2) / (b1 * b2);
+}
+
+// Vertical passes are register-blocked: one invocation computes 4 rows of one column
+// (neighbouring invocations take neighbouring columns), so each input row is loaded once for
+// 4 outputs. WV[r] holds the taps input row (i0 - 5 + r) contributes to rows i0 .. i0 + 3.
+const WV = array<vec4<f32>, 14>(
+    vec4<f32>(GW[0], 0.0, 0.0, 0.0), vec4<f32>(GW[1], GW[0], 0.0, 0.0),
+    vec4<f32>(GW[2], GW[1], GW[0], 0.0), vec4<f32>(GW[3], GW[2], GW[1], GW[0]),
+    vec4<f32>(GW[4], GW[3], GW[2], GW[1]), vec4<f32>(GW[5], GW[4], GW[3], GW[2]),
+    vec4<f32>(GW[6], GW[5], GW[4], GW[3]), vec4<f32>(GW[7], GW[6], GW[5], GW[4]),
+    vec4<f32>(GW[8], GW[7], GW[6], GW[5]), vec4<f32>(GW[9], GW[8], GW[7], GW[6]),
+    vec4<f32>(GW[10], GW[9], GW[8], GW[7]), vec4<f32>(0.0, GW[10], GW[9], GW[8]),
+    vec4<f32>(0.0, 0.0, GW[10], GW[9]), vec4<f32>(0.0, 0.0, 0.0, GW[10]));
+
+// Block coordinates of invocation t: (plane offset, first row, column).
+fn vblock(t: u32) -> vec3<u32> {
+    let q = udiv(t, P.d_w);
+    let j = t - q * P.w;
+    let plane = udiv(q, P.d_rb);
+    let rb = q - plane * P.nrb;
+    return vec3<u32>(plane * P.h * P.w, rb * 4u, j);
+}
+
+fn ssim4(mu_a: vec4<f32>, mu_b: vec4<f32>, s_aa: vec4<f32>, s_bb: vec4<f32>,
+         s_ab: vec4<f32>) -> vec4<f32> {
+    let a1 = 2.0 * mu_a * mu_b + C1;
+    let a2 = 2.0 * (s_ab - mu_a * mu_b) + C2;
+    let b1 = mu_a * mu_a + mu_b * mu_b + C1;
+    let b2 = (s_aa - mu_a * mu_a) + (s_bb - mu_b * mu_b) + C2;
     return (a1 * a2) / (b1 * b2);
 }
 
 @compute @workgroup_size(WG)
 fn ssim_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let p = linear(wid, nwg, lid);
-    if (p >= P.n) { return; }
-    let hw = P.h * P.w;
-    let i = i32((p % hw) / P.w);
-    var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
-    for (var t = 0; t < 11; t++) {
-        let ii = i + t - 5;
-        if (ii >= 0 && ii < i32(P.h)) {
-            let q = u32(i32(p) + (t - 5) * i32(P.w));
-            let g = GW[t];
-            for (var k = 0u; k < 5u; k++) {
-                m[k] += g * vh[k * P.n + q];
-            }
+    let t = linear(wid, nwg, lid);
+    if (t >= P.nblk) { return; }
+    let n = P.n;
+    let blk = vblock(t);
+    let i0 = i32(blk.y);
+    let col = blk.x + blk.z;
+    var m0 = vec4<f32>(0.0);
+    var m1 = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    var m3 = vec4<f32>(0.0);
+    var m4 = vec4<f32>(0.0);
+    let r0 = max(0, 5 - i0);
+    let r1 = min(14, i32(P.h) + 5 - i0);
+    for (var r = r0; r < r1; r++) {
+        let q = col + u32(i0 + r - 5) * P.w;
+        let g = WV[r];
+        m0 += g * vh[q];
+        m1 += g * vh[n + q];
+        m2 += g * vh[2u * n + q];
+        m3 += g * vh[3u * n + q];
+        m4 += g * vh[4u * n + q];
+    }
+    let s = ssim4(m0, m1, m2, m3, m4);
+    for (var c = 0u; c < 4u; c++) {
+        if (blk.y + c < P.h) {
+            let p = col + (blk.y + c) * P.w;
+            vm[p] = m0[c];
+            vm[n + p] = m1[c];
+            vm[2u * n + p] = m2[c];
+            vm[3u * n + p] = m3[c];
+            vm[4u * n + p] = m4[c];
+            vs[p] = s[c];
         }
     }
-    for (var k = 0u; k < 5u; k++) {
-        vm[k * P.n + p] = m[k];
-    }
-    vs[p] = ssim_of(m);
 }
 
 // backward, step 1: d loss / d (filtered maps), with alpha = -1 / P (loss = 1 - mean)
@@ -251,21 +327,29 @@ fn ssim_h5(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32) {
     let p = linear(wid, nwg, lid);
     if (p >= P.n) { return; }
-    let j = i32(p % P.w);
-    let row = p - u32(j);
-    var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
-    for (var t = 0; t < 11; t++) {
-        let jj = j + t - 5;
-        if (jj >= 0 && jj < i32(P.w)) {
-            let g = GW[t];
-            for (var k = 0u; k < 5u; k++) {
-                m[k] += g * hx[k * P.n + row + u32(jj)];
-            }
-        }
+    let n = P.n;
+    let j = i32(p - udiv(p, P.d_w) * P.w);
+    var m0 = 0.0;
+    var m1 = 0.0;
+    var m2 = 0.0;
+    var m3 = 0.0;
+    var m4 = 0.0;
+    let t0 = max(0, 5 - j);
+    let t1 = min(11, i32(P.w) + 5 - j);
+    for (var t = t0; t < t1; t++) {
+        let q = u32(i32(p) + t - 5);
+        let g = GW[t];
+        m0 += g * hx[q];
+        m1 += g * hx[n + q];
+        m2 += g * hx[2u * n + q];
+        m3 += g * hx[3u * n + q];
+        m4 += g * hx[4u * n + q];
     }
-    for (var k = 0u; k < 5u; k++) {
-        hy[k * P.n + p] = m[k];
-    }
+    hy[p] = m0;
+    hy[n + p] = m1;
+    hy[2u * n + p] = m2;
+    hy[3u * n + p] = m3;
+    hy[4u * n + p] = m4;
 }
 
 // backward, step 3: vertical filter and the chain rule through a, b, a^2, b^2, ab
@@ -278,25 +362,37 @@ fn ssim_h5(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @compute @workgroup_size(WG)
 fn ssim_vback(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let p = linear(wid, nwg, lid);
-    if (p >= P.n) { return; }
-    let hw = P.h * P.w;
-    let i = i32((p % hw) / P.w);
-    var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
-    for (var t = 0; t < 11; t++) {
-        let ii = i + t - 5;
-        if (ii >= 0 && ii < i32(P.h)) {
-            let q = u32(i32(p) + (t - 5) * i32(P.w));
-            let g = GW[t];
-            for (var k = 0u; k < 5u; k++) {
-                m[k] += g * bh[k * P.n + q];
-            }
+    let t = linear(wid, nwg, lid);
+    if (t >= P.nblk) { return; }
+    let n = P.n;
+    let blk = vblock(t);
+    let i0 = i32(blk.y);
+    let col = blk.x + blk.z;
+    var m0 = vec4<f32>(0.0);
+    var m1 = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    var m3 = vec4<f32>(0.0);
+    var m4 = vec4<f32>(0.0);
+    let r0 = max(0, 5 - i0);
+    let r1 = min(14, i32(P.h) + 5 - i0);
+    for (var r = r0; r < r1; r++) {
+        let q = col + u32(i0 + r - 5) * P.w;
+        let g = WV[r];
+        m0 += g * bh[q];
+        m1 += g * bh[n + q];
+        m2 += g * bh[2u * n + q];
+        m3 += g * bh[3u * n + q];
+        m4 += g * bh[4u * n + q];
+    }
+    for (var c = 0u; c < 4u; c++) {
+        if (blk.y + c < P.h) {
+            let p = col + (blk.y + c) * P.w;
+            let a = ba[p];
+            let b = bb[p];
+            bga[p] = m0[c] + 2.0 * a * m2[c] + b * m4[c];
+            bgb[p] = m1[c] + 2.0 * b * m3[c] + a * m4[c];
         }
     }
-    let a = ba[p];
-    let b = bb[p];
-    bga[p] = m[0] + 2.0 * a * m[2] + b * m[4];
-    bgb[p] = m[1] + 2.0 * b * m[3] + a * m[4];
 }
 
 // ---- hyper-Laplacian gradient prior ----
@@ -329,9 +425,10 @@ fn gp_map(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let p = linear(wid, nwg, lid);
     if (p >= P.n) { return; }
     let hw = P.h * P.w;
-    let plane = p - p % hw;
-    let i = i32((p % hw) / P.w);
-    let j = i32(p % P.w);
+    let plane = udiv(p, P.d_hw) * hw;
+    let r = p - plane;
+    let i = i32(udiv(r, P.d_w));
+    let j = i32(r) - i * i32(P.w);
     var acc = 0.0;
     for (var f = 0u; f < 4u; f++) {
         acc += pow(abs(gp_diff(plane, i, j, f)) + P.eps, P.p);
@@ -371,9 +468,10 @@ fn gp_back(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let p = linear(wid, nwg, lid);
     if (p >= P.n) { return; }
     let hw = P.h * P.w;
-    let plane = p - p % hw;
-    let u = i32((p % hw) / P.w);
-    let v = i32(p % P.w);
+    let plane = udiv(p, P.d_hw) * hw;
+    let rr = p - plane;
+    let u = i32(udiv(rr, P.d_w));
+    let v = i32(rr) - u * i32(P.w);
     let h = i32(P.h);
     let w = i32(P.w);
     var acc = 0.0;

@@ -48,6 +48,42 @@ struct FftParams {
     flags: u32,
     scale: f32,
     _pad: u32,
+    d_inner: [u32; 4],
+    d_nr: [u32; 4],
+    d_ns: [u32; 4],
+    d_n: [u32; 4],
+}
+
+/// Constants for dividing by `d` in a shader with a multiply-high (`udiv` in the WGSL of this
+/// crate): `[d, magic, shift, 0]`, Granlund–Montgomery round-up method, exact for every u32
+/// dividend. Integer division by a runtime value does not vectorize on CPU adapters.
+pub fn fast_divisor(d: u32) -> [u32; 4] {
+    if d <= 1 {
+        return [1, 0, 0, 0];
+    }
+    let l = 32 - (d - 1).leading_zeros(); // ceil(log2 d), >= 1
+    let m = (((1u64 << 32) * ((1u64 << l) - d as u64)) / d as u64 + 1) as u32;
+    [d, m, l - 1, 0]
+}
+
+/// CPU model of the shader's `udiv` (for tests).
+pub fn fast_div(n: u32, dv: [u32; 4]) -> u32 {
+    if dv[0] == 1 {
+        return n;
+    }
+    let q = ((dv[1] as u64 * n as u64) >> 32) as u32;
+    (((n - q) >> 1) + q) >> dv[2]
+}
+
+impl FftParams {
+    /// Fill the fast-division constants from inner, nr, ns and n.
+    fn with_divisors(mut self) -> Self {
+        self.d_inner = fast_divisor(self.inner);
+        self.d_nr = fast_divisor(self.nr);
+        self.d_ns = fast_divisor(self.ns.max(1));
+        self.d_n = fast_divisor(self.n);
+        self
+    }
 }
 
 #[repr(C)]
@@ -411,14 +447,14 @@ fn run_stockham(
             roots_off: st.roots_off,
             flags: u32::from(first && conj_in) | (u32::from(last && conj_out) << 1),
             scale: if last { scale } else { 1.0 },
-            _pad: 0,
+            ..Default::default()
         };
         let groups = ctx.grid(op, (total as u64).div_ceil(WG as u64))?;
         let n_el = (ax.outer * ax.n * ax.inner) as f64;
         ctx.dispatch(
             op,
             &stage_key(st.r),
-            bytemuck::bytes_of(&p),
+            bytemuck::bytes_of(&p.with_divisors()),
             &[input, output, table.clone()],
             groups,
             5.0 * n_el * (st.r as f64).log2(),
@@ -486,7 +522,7 @@ fn run_axis(
             ctx.dispatch(
                 op,
                 &fkey("bs_pre"),
-                bytemuck::bytes_of(&p),
+                bytemuck::bytes_of(&p.with_divisors()),
                 &[src.clone(), a.range(), table.clone()],
                 groups,
                 6.0 * padded as f64,
@@ -519,7 +555,7 @@ fn run_axis(
             ctx.dispatch(
                 op,
                 &fkey("bs_mul"),
-                bytemuck::bytes_of(&p),
+                bytemuck::bytes_of(&p.with_divisors()),
                 &[b.range(), a.range(), table.clone()],
                 groups,
                 6.0 * padded as f64,
@@ -549,7 +585,7 @@ fn run_axis(
             ctx.dispatch(
                 op,
                 &fkey("bs_post"),
-                bytemuck::bytes_of(&p),
+                bytemuck::bytes_of(&p.with_divisors()),
                 &[b.range(), dst.clone(), table],
                 ctx.grid(op, (total as u64).div_ceil(WG as u64))?,
                 7.0 * total as f64,

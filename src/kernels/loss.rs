@@ -11,6 +11,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, KernelKey, Tuning};
+use crate::kernels::fft::fast_divisor;
 use crate::tensor::Tensor;
 
 const FAMILY: &str = "loss";
@@ -31,6 +32,32 @@ struct Params {
     beta: f32,
     p: f32,
     eps: f32,
+    d_w: [u32; 4],
+    d_hw: [u32; 4],
+    d_rb: [u32; 4],
+    nrb: u32,
+    nblk: u32,
+    _pad: [u32; 2],
+}
+
+impl Params {
+    /// Spatial parameters of an [N, C, h, w] map: sizes, fast divisors and the 4-row blocking
+    /// of the vertical passes.
+    fn spatial(np: usize, h: usize, w: usize) -> Params {
+        let nrb = h.div_ceil(4);
+        let planes = np / (h * w);
+        Params {
+            n: np as u32,
+            h: h as u32,
+            w: w as u32,
+            d_w: fast_divisor(w as u32),
+            d_hw: fast_divisor((h * w) as u32),
+            d_rb: fast_divisor(nrb as u32),
+            nrb: nrb as u32,
+            nblk: (planes * nrb * w) as u32,
+            ..Default::default()
+        }
+    }
 }
 
 fn key(entry: &'static str) -> KernelKey {
@@ -278,12 +305,9 @@ pub fn ssim_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = nchw(op, a)?;
     let ctx = a.ctx();
     let np = a.numel();
-    let p = Params {
-        n: u32_of(op, np)?,
-        h: h as u32,
-        w: w as u32,
-        ..Default::default()
-    };
+    u32_of(op, np * 5)?;
+    let p = Params::spatial(np, h, w);
+    let nblk = p.nblk as usize;
     let hmaps = Tensor::empty(ctx, &[5, np])?;
     dispatch(
         op,
@@ -302,7 +326,7 @@ pub fn ssim_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         "ssim_v",
         p,
         &[hmaps.range(), maps.range(), smap.range()],
-        np,
+        nblk,
         a,
         (11.0 * 10.0 + 20.0) * np as f64,
         (20 + 20 + 4) as f64 * np as f64,
@@ -348,7 +372,7 @@ pub fn ssim_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 "ssim_vback",
                 p,
                 &[hd.range(), ac.range(), bc.range(), ga.range(), gb.range()],
-                np,
+                nblk,
                 &ac,
                 120.0 * np as f64,
                 36.0 * np as f64,
@@ -388,13 +412,11 @@ pub fn grad_prior(
     let ctx = x.ctx();
     let np = x.numel();
     let scale = (weight as f64 / lr_elems as f64) as f32;
+    u32_of(op, np)?;
     let p = Params {
-        n: u32_of(op, np)?,
-        h: h as u32,
-        w: w as u32,
         p: exponent,
         eps,
-        ..Default::default()
+        ..Params::spatial(np, h, w)
     };
     let map = Tensor::empty(ctx, &[np])?;
     dispatch(

@@ -347,3 +347,31 @@ fn fft_shape_errors_name_the_op() {
     let e = fft::p2o(&k, 8, 8).unwrap_err().to_string();
     assert!(e.contains("p2o"), "{e}");
 }
+
+#[test]
+fn fast_division_is_exact() {
+    let mut rng = Rng::new(99);
+    let mut divisors: Vec<u32> = (1..2000).collect();
+    divisors.extend([
+        4095,
+        65535,
+        65536,
+        65537,
+        1 << 20,
+        3 << 20,
+        1_000_003,
+        u32::MAX / 3,
+        1 << 31,
+        (1 << 31) + 1,
+        u32::MAX,
+    ]);
+    for &d in &divisors {
+        let dv = fft::fast_divisor(d);
+        let mut ns: Vec<u32> = vec![0, 1, d - 1, d, d.wrapping_add(1), u32::MAX, u32::MAX - 1];
+        ns.extend((0..200).map(|_| rng.next_u64() as u32));
+        ns.extend((0..200).map(|_| (rng.next_u64() % (1 << 24)) as u32));
+        for n in ns {
+            assert_eq!(fft::fast_div(n, dv), n / d, "{n} / {d}");
+        }
+    }
+}

@@ -6,3 +6,4 @@ mod elementwise;
 mod fft;
 mod loss;
 mod optim;
+mod timing_fftloss;
