@@ -170,7 +170,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Human-readable description (`"480 = 8·4·3·5"`, `"321: Bluestein over 1024"`).
+    /// Human-readable description (`"480 = 8·4·3·5"`, `"321: Bluestein over 672"`).
     pub fn describe(&self) -> String {
         match &self.kind {
             PlanKind::Identity => format!("{}: identity", self.n),
@@ -208,39 +208,67 @@ pub fn factorize(n: usize) -> Option<Vec<u32>> {
     (rest == 1).then_some(out)
 }
 
-/// In-place iterative radix-2 FFT in f64 (power-of-two lengths), forward sign.
-fn fft_pow2_f64(re: &mut [f64], im: &mut [f64]) {
+/// Forward DFT in f64 of any length: recursive mixed radix on the smallest prime factor
+/// (direct sums for prime lengths). Only used to build plan tables.
+fn dft_f64(re: &[f64], im: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let n = re.len();
-    let mut j = 0usize;
-    for i in 1..n {
-        let mut bit = n >> 1;
-        while j & bit != 0 {
-            j ^= bit;
-            bit >>= 1;
-        }
-        j |= bit;
-        if i < j {
-            re.swap(i, j);
-            im.swap(i, j);
-        }
+    if n <= 1 {
+        return (re.to_vec(), im.to_vec());
     }
-    let mut len = 2;
-    while len <= n {
-        for start in (0..n).step_by(len) {
-            for k in 0..len / 2 {
-                let a = -2.0 * PI * k as f64 / len as f64;
-                let (s, c) = a.sin_cos();
-                let (i0, i1) = (start + k, start + k + len / 2);
-                let tr = re[i1] * c - im[i1] * s;
-                let ti = re[i1] * s + im[i1] * c;
-                re[i1] = re[i0] - tr;
-                im[i1] = im[i0] - ti;
-                re[i0] += tr;
-                im[i0] += ti;
+    let p = (2..=n).find(|p| n.is_multiple_of(*p)).unwrap_or(n);
+    let (mut ore, mut oim) = (vec![0.0; n], vec![0.0; n]);
+    if p == n {
+        for k in 0..n {
+            for j in 0..n {
+                let (s, c) = (-2.0 * PI * ((j * k) % n) as f64 / n as f64).sin_cos();
+                ore[k] += re[j] * c - im[j] * s;
+                oim[k] += re[j] * s + im[j] * c;
             }
         }
-        len <<= 1;
+        return (ore, oim);
     }
+    let l = n / p;
+    let subs: Vec<(Vec<f64>, Vec<f64>)> = (0..p)
+        .map(|r| {
+            let sr: Vec<f64> = (0..l).map(|j| re[j * p + r]).collect();
+            let si: Vec<f64> = (0..l).map(|j| im[j * p + r]).collect();
+            dft_f64(&sr, &si)
+        })
+        .collect();
+    for k in 0..n {
+        for (r, (sr, si)) in subs.iter().enumerate() {
+            let (s, c) = (-2.0 * PI * ((r * k) % n) as f64 / n as f64).sin_cos();
+            let (a, b) = (sr[k % l], si[k % l]);
+            ore[k] += a * c - b * s;
+            oim[k] += a * s + b * c;
+        }
+    }
+    (ore, oim)
+}
+
+/// Relative cost of a Stockham stage of radix r (the generic O(r²) kernels cost more).
+fn stage_cost(r: u32) -> f64 {
+    match r {
+        7 => 1.5,
+        11 => 2.5,
+        13 => 3.0,
+        _ => 1.0,
+    }
+}
+
+/// Bluestein's padded length: the cheapest m >= 2n - 1 with a Stockham factorization,
+/// costed as m · (two transforms + three pointwise passes).
+pub fn bluestein_length(n: usize) -> usize {
+    let lo = 2 * n - 1;
+    (lo..=lo.next_power_of_two())
+        .filter_map(|m| {
+            let f = factorize(m)?;
+            let stages: f64 = f.iter().map(|&r| stage_cost(r)).sum();
+            Some((m as f64 * (2.0 * stages + 3.0), m))
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, m)| m)
+        .unwrap_or(lo.next_power_of_two())
 }
 
 fn cis(angle: f64) -> [f32; 2] {
@@ -308,7 +336,7 @@ fn build_plan(ctx: &Arc<Context>, n: usize) -> Result<Plan> {
         });
     }
     // Bluestein: X_k = w_k · sum_j (x_j w_j) conj(w_{k-j}), w_k = exp(-i·pi·k²/n).
-    let m = (2 * n - 1).next_power_of_two();
+    let m = bluestein_length(n);
     let sub = plan_for(ctx, m)?;
     let w: Vec<(f64, f64)> = (0..n)
         .map(|k| {
@@ -327,7 +355,7 @@ fn build_plan(ctx: &Arc<Context>, n: usize) -> Result<Plan> {
             bim[m - k] = -s;
         }
     }
-    fft_pow2_f64(&mut bre, &mut bim);
+    let (bre, bim) = dft_f64(&bre, &bim);
     let mut table: Vec<[f32; 2]> = w.iter().map(|&(c, s)| [c as f32, s as f32]).collect();
     let bf_off = table.len() as u32;
     for k in 0..m {

@@ -134,10 +134,18 @@ fn plans_factorize_or_fall_back_to_bluestein() {
     assert_eq!(fft::factorize(228), None); // 4·3·19
     assert_eq!(fft::factorize(336), Some(vec![8, 2, 3, 7]));
     assert_eq!(fft::factorize(321), None);
+    assert_eq!(fft::bluestein_length(321), 672); // 8·4·3·7 >= 641
+    assert_eq!(fft::bluestein_length(17), 35); // 5·7
+    for n in [
+        17usize, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97,
+    ] {
+        let m = fft::bluestein_length(n);
+        assert!(m >= 2 * n - 1 && fft::factorize(m).is_some(), "{n} -> {m}");
+    }
     let Some(ctx) = ctx() else { return };
     assert_eq!(
         fft::plan_for(&ctx, 321).unwrap().describe(),
-        "321: Bluestein over 1024"
+        "321: Bluestein over 672"
     );
     let a = fft::plan_for(&ctx, 336).unwrap();
     let b = fft::plan_for(&ctx, 336).unwrap();
