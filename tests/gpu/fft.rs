@@ -383,3 +383,68 @@ fn fast_division_is_exact() {
         }
     }
 }
+
+/// USRNet's closed-form data step (spec §5.2, steps 1-6) composed from these ops, against the
+/// official PyTorch code in f64, with gradients wrt the image and the kernel.
+#[test]
+fn usrnet_data_step_matches_torch() {
+    use dkp::ops;
+    let Some(ctx) = ctx() else { return };
+    let fx = Fixture::load("fft").unwrap();
+    let (sf, alpha) = (2usize, 0.05f32);
+    let x = fx.tensor(&ctx, "usr.x").into_param();
+    let k = fx.tensor(&ctx, "usr.k").into_param();
+    let (ys, y) = fx.get("usr.y");
+    let (h, w) = (ys[2] * sf, ys[3] * sf);
+    // zero-insertion upsampling S^T y (input preparation, not differentiated here)
+    let mut sty = vec![0f32; 3 * h * w];
+    for c in 0..3 {
+        for i in 0..ys[2] {
+            for j in 0..ys[3] {
+                sty[(c * h + i * sf) * w + j * sf] = y[(c * ys[2] + i) * ys[3] + j];
+            }
+        }
+    }
+    let sty = Tensor::from_slice(&ctx, &sty, &[1, 3, h, w]).unwrap();
+    let run = || -> dkp::Result<Tensor> {
+        let fb = fft::p2o(&k, h, w)?;
+        let fbc = fft::complex_conj(&fb)?;
+        let f2b = ops::square(&fft::complex_abs(&fb)?)?;
+        let fbfy = fft::complex_mul(&fbc, &fft::fft2(&fft::complex_from_real(&sty)?, false)?)?;
+        let fr = ops::add(
+            &fbfy,
+            &fft::fft2(
+                &fft::complex_from_real(&ops::mul_scalar(&x, alpha)?)?,
+                false,
+            )?,
+        )?;
+        let x1 = fft::complex_mul(&fb, &fr)?;
+        let fbr = fft::splits_mean(&x1, sf)?;
+        let invw = fft::real_part(&fft::splits_mean(&fft::complex_from_real(&f2b)?, sf)?)?;
+        let invwbr = fft::complex_div_real(&fbr, &ops::add_scalar(&invw, alpha)?)?;
+        let fcb = fft::complex_mul(&fbc, &fft::tile(&invwbr, sf)?)?;
+        let fxx = ops::mul_scalar(&ops::sub(&fr, &fcb)?, 1.0 / alpha)?;
+        fft::real_part(&fft::fft2(&fxx, true)?)
+    };
+    let out = run().unwrap();
+    let (_, want) = fx.get("usr.out");
+    assert_close(
+        "usrnet data step",
+        &out.to_vec().unwrap(),
+        &want,
+        1e-5,
+        1e-6,
+    );
+    let g = autograd::backward_with(&out, fx.tensor(&ctx, "usr.gy")).unwrap();
+    for (t, name) in [(&x, "usr.gx"), (&k, "usr.gk")] {
+        let (_, want) = fx.get(name);
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+        assert_close(
+            name,
+            &g.get(t).unwrap().to_vec().unwrap(),
+            &want,
+            1e-4,
+            1e-5 * scale,
+        );
+    }
+}

@@ -93,4 +93,42 @@ gy = rand(1, 2, 12, 15, 2, gen=g)
 y, (gk,) = grad_real(lambda p: p2o(p, (12, 15)), [k], gy)
 T.update({"p2o.k": k, "p2o.gy": gy, "p2o.y": y, "p2o.gk": gk})
 
+
+# USRNet data step (NonblindSR/usrnet.py DataNet) end to end, sf = 2, one alpha
+def splits(a, sf):
+    b = torch.stack(torch.chunk(a, sf, dim=2), dim=4)
+    return torch.cat(torch.chunk(b, sf, dim=3), dim=4)
+
+
+def data_step(x, k, y, alpha, sf):
+    H, W = x.shape[-2:]
+    otf = torch.zeros(k.shape[:-2] + (H, W), dtype=k.dtype)
+    otf[..., : k.shape[-2], : k.shape[-1]].copy_(k)
+    for axis, axis_size in enumerate(k.shape[-2:]):
+        otf = torch.roll(otf, -int(axis_size / 2), dims=axis + 2)
+    FB = torch.fft.fftn(otf, dim=(-2, -1))
+    FBC = torch.conj(FB)
+    F2B = torch.pow(torch.abs(FB), 2)
+    STy = torch.zeros(y.shape[:2] + (H, W), dtype=y.dtype)
+    STy[..., 0::sf, 0::sf].copy_(y)
+    FBFy = FBC * torch.fft.fftn(STy, dim=(-2, -1))
+    FR = FBFy + torch.fft.fftn(alpha * x, dim=(-2, -1))
+    x1 = FB.mul(FR)
+    FBR = torch.mean(splits(x1, sf), dim=-1, keepdim=False)
+    invW = torch.mean(splits(F2B, sf), dim=-1, keepdim=False)
+    invWBR = FBR.div(invW + alpha)
+    FCBinvWBR = FBC * invWBR.repeat(1, 1, sf, sf)
+    FX = (FR - FCBinvWBR) / alpha
+    return torch.real(torch.fft.ifftn(FX, dim=(-2, -1)))
+
+
+x = rand(1, 3, 8, 10, lo=0.0, hi=1.0, gen=g)
+k = rand(1, 1, 5, 5, lo=0.0, hi=1.0, gen=g)
+k = (k / k.sum()).to(torch.float32).to(torch.float64)
+ylr = rand(1, 3, 4, 5, lo=0.0, hi=1.0, gen=g)
+gy = rand(1, 3, 8, 10, gen=g)
+y, (gx, gk) = grad_real(lambda p, q: data_step(p, q, ylr, 0.05, 2), [x, k], gy)
+T.update({"usr.x": x, "usr.k": k, "usr.y": ylr, "usr.gy": gy, "usr.out": y, "usr.gx": gx,
+          "usr.gk": gk})
+
 save("fft", T)
