@@ -1,7 +1,8 @@
 // FFT family: batched 1-D complex FFTs along one axis of a dense [outer, len, inner] layout
 // (complex = vec2<f32> (re, im)). A transform of length n is either a chain of Stockham
-// mixed-radix stages (radix 2,3,4,5,7,8,11,13), or Bluestein's chirp-z algorithm (pre-multiply,
-// power-of-two FFT, pointwise product with the chirp's spectrum, FFT, post-multiply).
+// mixed-radix stages (radix 2,3,4,5,7,8,11,13), or Bluestein's chirp-z algorithm
+// (pre-multiply, mixed-radix FFT of a smooth length m >= 2n-1, pointwise product with the
+// chirp's spectrum, FFT, post-multiply).
 // Inverse transforms use ifft(x) = conj(fft(conj(x))) / n: `flags` conjugate on load/store.
 //
 // Stockham stage (radix R, span NS = product of the radices already applied), butterfly j of

@@ -5,9 +5,10 @@
 //! `fft2` runs batched 1-D FFTs along the rows, then along the columns. A length n whose prime
 //! factors are all in {2, 3, 5, 7, 11, 13} uses Stockham mixed-radix stages (radix 8, 4, 2, 3,
 //! 5, 7, 11, 13; one dispatch per stage); any other length uses Bluestein's chirp-z transform
-//! over a power-of-two FFT of length m >= 2n - 1. Twiddles, chirps and the chirp spectrum are
-//! computed on the CPU in f64 and uploaded once per (context, length): plans live in a
-//! process-wide cache keyed by the context's address (checked against a weak handle).
+//! over a mixed-radix FFT of the cheapest smooth length m >= 2n - 1. Twiddles, chirps and the
+//! chirp spectrum are computed on the CPU in f64 and uploaded once per (context, length):
+//! plans live in a process-wide cache keyed by the context's address (checked against a weak
+//! handle). Index arithmetic uses multiply-high division (see [`fast_divisor`]).
 //!
 //! Gradients follow PyTorch for real losses of complex intermediates: the gradient of a
 //! complex tensor is stored as (dL/dRe, dL/dIm), so for y = A·x (A complex-linear) the input
@@ -390,7 +391,7 @@ pub fn plan_for(ctx: &Arc<Context>, n: usize) -> Result<Arc<Plan>> {
             return Ok(p.clone());
         }
     }
-    // Built outside the lock: a Bluestein plan asks for its power-of-two sub-plan.
+    // Built outside the lock: a Bluestein plan asks for its mixed-radix sub-plan.
     let plan = Arc::new(build_plan(ctx, n)?);
     let mut m = cache.lock().unwrap_or_else(|p| p.into_inner());
     Ok(m.entry(key)
