@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod io;
 pub mod kernels;
 pub mod ops;
+pub mod optim;
 pub mod rand;
 pub mod tensor;
 pub mod testing;

@@ -6,3 +6,8 @@ pub use crate::kernels::elementwise::{
     log, maximum, minimum, mul, mul_scalar, neg, pow, recip, relu, relu6, sigmoid, silu, softplus,
     sqrt, square, sub, sum_to, tanh, unary,
 };
+pub use crate::kernels::fft::{
+    complex_abs, complex_conj, complex_div_real, complex_from_real, complex_mul, fft2, imag_part,
+    p2o, real_part, splits_mean, tile,
+};
+pub use crate::kernels::loss::{grad_prior, mse_loss, ssim_loss};

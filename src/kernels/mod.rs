@@ -2,6 +2,8 @@
 //! checks, dispatch sizing, backward rules and CPU references.
 
 pub mod elementwise;
+pub mod fft;
+pub mod loss;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -10,5 +12,8 @@ use crate::gpu::KernelKey;
 pub fn shipped_keys() -> Vec<KernelKey> {
     let mut v = Vec::new();
     v.extend(elementwise::shipped_keys());
+    v.extend(fft::shipped_keys());
+    v.extend(loss::shipped_keys());
+    v.extend(crate::optim::shipped_keys());
     v
 }

@@ -4,6 +4,10 @@
 pub fn source(family: &str) -> Option<&'static str> {
     Some(match family {
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "fft" => include_str!("../../shaders/fft.wgsl"),
+        "fft_complex" => include_str!("../../shaders/fft_complex.wgsl"),
+        "loss" => include_str!("../../shaders/loss.wgsl"),
+        "optim" => include_str!("../../shaders/optim.wgsl"),
         _ => return None,
     })
 }

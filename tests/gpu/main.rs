@@ -4,3 +4,7 @@
 mod common;
 mod core;
 mod elementwise;
+mod fft;
+mod loss;
+mod optim;
+mod timing_fftloss;
