@@ -2,6 +2,9 @@
 //! checks, dispatch sizing, backward rules and CPU references.
 
 pub mod elementwise;
+pub mod norm;
+pub mod resample;
+pub mod shape;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -10,5 +13,8 @@ use crate::gpu::KernelKey;
 pub fn shipped_keys() -> Vec<KernelKey> {
     let mut v = Vec::new();
     v.extend(elementwise::shipped_keys());
+    v.extend(norm::shipped_keys());
+    v.extend(shape::shipped_keys());
+    v.extend(resample::shipped_keys());
     v
 }
