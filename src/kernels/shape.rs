@@ -907,3 +907,82 @@ pub fn roll2d_ref(x: &[f64], shape: &[usize], shift_h: isize, shift_w: isize) ->
     }
     y
 }
+
+/// f64 reference of `concat`.
+pub fn concat_ref(xs: &[(&[f64], &[usize])], dim: usize) -> Vec<f64> {
+    let outer: usize = xs[0].1[..dim].iter().product();
+    let mut y = Vec::new();
+    for o in 0..outer {
+        for (x, s) in xs {
+            let run: usize = s[dim..].iter().product();
+            y.extend_from_slice(&x[o * run..(o + 1) * run]);
+        }
+    }
+    y
+}
+
+/// f64 reference of `slice`.
+pub fn slice_ref(x: &[f64], shape: &[usize], dim: usize, start: usize, len: usize) -> Vec<f64> {
+    let (outer, d, inner) = around(shape, dim);
+    let mut y = Vec::with_capacity(outer * len * inner);
+    for o in 0..outer {
+        let b = (o * d + start) * inner;
+        y.extend_from_slice(&x[b..b + len * inner]);
+    }
+    y
+}
+
+/// f64 reference of `crop2d`.
+pub fn crop2d_ref(
+    x: &[f64],
+    shape: &[usize],
+    top: usize,
+    left: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f64> {
+    let n = shape.len();
+    let (hh, ww) = (shape[n - 2], shape[n - 1]);
+    let np: usize = shape[..n - 2].iter().product();
+    let mut y = Vec::with_capacity(np * h * w);
+    for q in 0..np {
+        for i in 0..h {
+            let b = q * hh * ww + (top + i) * ww + left;
+            y.extend_from_slice(&x[b..b + w]);
+        }
+    }
+    y
+}
+
+/// f64 reference of `subsample`.
+pub fn subsample_ref(x: &[f64], shape: &[usize], sf: usize) -> Vec<f64> {
+    let n = shape.len();
+    let (h, w) = (shape[n - 2], shape[n - 1]);
+    let np: usize = shape[..n - 2].iter().product();
+    let mut y = Vec::new();
+    for q in 0..np {
+        for i in (0..h).step_by(sf) {
+            for j in (0..w).step_by(sf) {
+                y.push(x[q * h * w + i * w + j]);
+            }
+        }
+    }
+    y
+}
+
+/// f64 reference of `zero_insert_upsample`.
+pub fn zero_insert_ref(x: &[f64], shape: &[usize], sf: usize) -> Vec<f64> {
+    let n = shape.len();
+    let (h, w) = (shape[n - 2], shape[n - 1]);
+    let np: usize = shape[..n - 2].iter().product();
+    let (ho, wo) = (h * sf, w * sf);
+    let mut y = vec![0.0; np * ho * wo];
+    for q in 0..np {
+        for i in 0..h {
+            for j in 0..w {
+                y[q * ho * wo + i * sf * wo + j * sf] = x[q * h * w + i * w + j];
+            }
+        }
+    }
+    y
+}

@@ -4,3 +4,5 @@
 mod common;
 mod elementwise;
 mod norm;
+mod resample;
+mod shape;
