@@ -108,14 +108,14 @@ fn shape_gradchecks() {
     let s2 = s.clone();
     gc(
         "slice",
-        &[s.clone()],
+        std::slice::from_ref(&s),
         &|t| sh::slice(&t[0], 2, 1, 4),
         &move |v| slice_ref(&v[0], &s2, 2, 1, 4),
     );
     let s2 = s.clone();
     gc(
         "crop2d",
-        &[s.clone()],
+        std::slice::from_ref(&s),
         &|t| sh::crop2d(&t[0], 1, 2, 5, 2),
         &move |v| crop2d_ref(&v[0], &s2, 1, 2, 5, 2),
     );
@@ -128,7 +128,7 @@ fn shape_gradchecks() {
         let s2 = s.clone();
         gc(
             &format!("pad2d {mode:?}"),
-            &[s.clone()],
+            std::slice::from_ref(&s),
             &|t| sh::pad2d(&t[0], 3, 2, 1, 4, mode, -0.25),
             &move |v| pad2d_ref(&v[0], &s2, [3, 2, 1, 4], mode, -0.25),
         );
@@ -136,21 +136,21 @@ fn shape_gradchecks() {
     let s2 = s.clone();
     gc(
         "subsample",
-        &[s.clone()],
+        std::slice::from_ref(&s),
         &|t| sh::subsample(&t[0], 2),
         &move |v| subsample_ref(&v[0], &s2, 2),
     );
     let s2 = s.clone();
     gc(
         "zero_insert_upsample",
-        &[s.clone()],
+        std::slice::from_ref(&s),
         &|t| sh::zero_insert_upsample(&t[0], 2),
         &move |v| zero_insert_ref(&v[0], &s2, 2),
     );
     let s2 = s.clone();
     gc(
         "roll2d",
-        &[s.clone()],
+        std::slice::from_ref(&s),
         &|t| sh::roll2d(&t[0], -3, 7),
         &move |v| roll2d_ref(&v[0], &s2, -3, 7),
     );
