@@ -21,6 +21,7 @@
 // spec:begin
 const WG: u32 = 256u;
 const ACT: u32 = 0u;
+const EPT: u32 = 4u;
 // spec:end
 
 // ACT codes: 0 identity, 1 leaky_relu(slope), 2 silu.
@@ -42,6 +43,10 @@ struct Params {
     eps: f32,
     slope: f32,
     inv_m: f32,    // 1 / elements per set
+    cpp: u32,      // apply passes: workgroups per plane (each covers WG * EPT elements)
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -158,26 +163,45 @@ fn final_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     fstats[2u * s + 1u] = 1.0 / sqrt(var_ + P.eps);
 }
 
-// ---- forward apply: y = act((x - mean) * rstd * gamma + beta) ----
+// ---- forward apply: y = act(x * scale + shift), scale = rstd * gamma,
+// shift = beta - mean * scale (the backward passes recompute z the same way) ----
 @group(0) @binding(1) var<storage, read> ax: array<f32>;
 @group(0) @binding(2) var<storage, read> astats: array<f32>;
 @group(0) @binding(3) var<storage, read> agamma: array<f32>;
 @group(0) @binding(4) var<storage, read> abeta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ay: array<f32>;
 
+// Apply passes: a workgroup covers WG * EPT consecutive elements of one plane, so everything
+// per plane (channel, set, statistics, affine) is uniform across the workgroup.
+struct Tile {
+    ql: u32,    // plane within the dispatch
+    q: u32,     // plane
+    start: u32, // first element of the tile within the plane
+}
+
+fn tile(wid: vec3<u32>, nwg: vec3<u32>) -> Tile {
+    let w = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+    let ql = w / P.cpp;
+    return Tile(ql, P.plane0 + ql, (w - ql * P.cpp) * WG * EPT);
+}
+
 @compute @workgroup_size(WG)
 fn apply_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let i = linear(wid, nwg, lid);
-    if (i >= P.n) { return; }
-    let q = P.plane0 + i / P.L;
-    let c = q % P.C;
-    let st = stat_set(q);
+    let t = tile(wid, nwg);
+    let c = t.q % P.C;
+    let st = stat_set(t.q);
     let mean = astats[2u * st];
     let rstd = astats[2u * st + 1u];
-    let xh = (ax[P.off + i] - mean) * rstd;
-    let z = xh * agamma[c] + abeta[c];
-    ay[P.off + i] = act(z);
+    let scale = rstd * agamma[c];
+    let shift = abeta[c] - mean * scale;
+    let base = P.off + t.ql * P.L;
+    for (var k = 0u; k < EPT; k++) {
+        let j = t.start + k * WG + lid;
+        if (j < P.L) {
+            ay[base + j] = act(ax[base + j] * scale + shift);
+        }
+    }
 }
 
 // ---- backward pass 1: per-lane sums of gz and gz * xhat (gz = g * act'(z)) ----
@@ -202,12 +226,15 @@ fn partial_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let rstd = sstats[2u * st + 1u];
     let gm = sgamma[c];
     let bt = sbeta[c];
+    let scale = rstd * gm;
+    let shift = bt - mean * scale;
     let end = P.off + (ql + 1u) * P.L;
     var a = 0.0;
     var b = 0.0;
     for (var idx = P.off + ql * P.L + p; idx < end; idx += P.P) {
-        let xh = (sx[idx] - mean) * rstd;
-        let gz = sg[idx] * dact(xh * gm + bt);
+        let xv = sx[idx];
+        let xh = (xv - mean) * rstd;
+        let gz = sg[idx] * dact(xv * scale + shift);
         a += gz;
         b += gz * xh;
     }
@@ -279,17 +306,24 @@ fn final_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(WG)
 fn apply_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let i = linear(wid, nwg, lid);
-    if (i >= P.n) { return; }
-    let q = P.plane0 + i / P.L;
-    let c = q % P.C;
-    let st = stat_set(q);
+    let t = tile(wid, nwg);
+    let c = t.q % P.C;
+    let st = stat_set(t.q);
     let mean = bstats[2u * st];
     let rstd = bstats[2u * st + 1u];
     let am = bgsum[2u * st] * P.inv_m;
     let bm = bgsum[2u * st + 1u] * P.inv_m;
     let gm = bgamma[c];
-    let xh = (bx[P.off + i] - mean) * rstd;
-    let gz = bg[P.off + i] * dact(xh * gm + bbeta[c]);
-    bgx[P.off + i] = rstd * (gm * gz - am - xh * bm);
+    let scale = rstd * gm;
+    let shift = bbeta[c] - mean * scale;
+    let base = P.off + t.ql * P.L;
+    for (var k = 0u; k < EPT; k++) {
+        let j = t.start + k * WG + lid;
+        if (j < P.L) {
+            let xv = bx[base + j];
+            let xh = (xv - mean) * rstd;
+            let gz = bg[base + j] * dact(xv * scale + shift);
+            bgx[base + j] = rstd * (gm * gz - am - xh * bm);
+        }
+    }
 }

@@ -16,6 +16,8 @@ use crate::tensor::Tensor;
 
 const FAMILY: &str = "norm";
 const WG: u32 = 256;
+/// Elements per invocation in the apply passes.
+const EPT: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -36,6 +38,8 @@ struct Params {
     eps: f32,
     slope: f32,
     inv_m: f32,
+    cpp: u32,
+    _p: [u32; 3],
 }
 
 /// Activation fused after the normalization (its code is the shader's ACT constant).
@@ -55,6 +59,7 @@ fn key(entry: &'static str, act: NormAct) -> KernelKey {
     KernelKey::new(FAMILY, entry)
         .u32("WG", WG)
         .u32("ACT", act as u32)
+        .u32("EPT", EPT)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).
@@ -261,13 +266,15 @@ fn forward_raw(
     let k = key("apply_fwd", act);
     for ch in plane_chunks(op, &[(x, lay.l), (&y, lay.l)], lay.nplanes)? {
         let n = ch.np * lay.l;
+        let cpp = lay.l.div_ceil((WG * EPT) as usize);
         let p = Params {
             n: n as u32,
             plane0: ch.p0 as u32,
             off: ch.offs[0],
+            cpp: cpp as u32,
             ..base
         };
-        let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
+        let groups = ctx.grid(op, (ch.np * cpp) as u64)?;
         ctx.dispatch(
             op,
             &k,
@@ -360,13 +367,15 @@ fn backward_raw(
         let k = key("apply_bwd", act);
         for ch in plane_chunks(op, &[(g, lay.l), (x, lay.l), (&gx, lay.l)], lay.nplanes)? {
             let n = ch.np * lay.l;
+            let cpp = lay.l.div_ceil((WG * EPT) as usize);
             let p = Params {
                 n: n as u32,
                 plane0: ch.p0 as u32,
                 off: ch.offs[0],
+                cpp: cpp as u32,
                 ..base
             };
-            let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
+            let groups = ctx.grid(op, (ch.np * cpp) as u64)?;
             ctx.dispatch(
                 op,
                 &k,
