@@ -4,6 +4,9 @@
 pub mod elementwise;
 pub mod fft;
 pub mod loss;
+pub mod norm;
+pub mod resample;
+pub mod shape;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -15,5 +18,8 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.extend(fft::shipped_keys());
     v.extend(loss::shipped_keys());
     v.extend(crate::optim::shipped_keys());
+    v.extend(norm::shipped_keys());
+    v.extend(shape::shipped_keys());
+    v.extend(resample::shipped_keys());
     v
 }

@@ -8,6 +8,9 @@ pub fn source(family: &str) -> Option<&'static str> {
         "fft_complex" => include_str!("../../shaders/fft_complex.wgsl"),
         "loss" => include_str!("../../shaders/loss.wgsl"),
         "optim" => include_str!("../../shaders/optim.wgsl"),
+        "norm" => include_str!("../../shaders/norm.wgsl"),
+        "shape" => include_str!("../../shaders/shape.wgsl"),
+        "resample" => include_str!("../../shaders/resample.wgsl"),
         _ => return None,
     })
 }

@@ -8,3 +8,6 @@ mod fft;
 mod loss;
 mod optim;
 mod timing_fftloss;
+mod norm;
+mod resample;
+mod shape;

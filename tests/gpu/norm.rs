@@ -1,0 +1,254 @@
+use dkp::kernels::norm::{self, batch_norm_ref, group_norm_ref};
+use dkp::{Tensor, autograd};
+
+use crate::common::*;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bn,
+    BnLrelu,
+    Gn(usize, f32),
+    GnSilu(usize, f32),
+}
+
+fn run(kind: Kind, x: &Tensor, gm: &Tensor, bt: &Tensor, eps: f32) -> Tensor {
+    match kind {
+        Kind::Bn => norm::batch_norm(x, gm, bt, eps),
+        Kind::BnLrelu => norm::batch_norm_leaky_relu(x, gm, bt, eps, 0.2),
+        Kind::Gn(g, e) => norm::group_norm(x, g, gm, bt, e),
+        Kind::GnSilu(g, e) => norm::group_norm_silu(x, g, gm, bt, e),
+    }
+    .unwrap()
+}
+
+/// Forward and all three gradients against the PyTorch golden `name`.
+fn check_golden(name: &str, kind: Kind, eps: f32, atol: f64) {
+    let Some(ctx) = ctx() else { return };
+    let fx = Fixture::load("norm").unwrap();
+    let x = fx.tensor(&ctx, &format!("{name}.x")).into_param();
+    let gm = fx.tensor(&ctx, &format!("{name}.gamma")).into_param();
+    let bt = fx.tensor(&ctx, &format!("{name}.beta")).into_param();
+    let gy = fx.tensor(&ctx, &format!("{name}.gy"));
+    let y = run(kind, &x, &gm, &bt, eps);
+    assert_close(
+        &format!("{name} forward"),
+        &y.to_vec().unwrap(),
+        &fx.get(&format!("{name}.y")).1,
+        1e-5,
+        atol,
+    );
+    let grads = autograd::backward_with(&y, gy).unwrap();
+    for (t, k) in [(&x, "gx"), (&gm, "ggamma"), (&bt, "gbeta")] {
+        assert_close(
+            &format!("{name} {k}"),
+            &grads.get(t).unwrap().to_vec().unwrap(),
+            &fx.get(&format!("{name}.{k}")).1,
+            1e-4,
+            atol,
+        );
+    }
+}
+
+#[test]
+fn batch_norm_matches_pytorch_odd_shapes() {
+    check_golden("bn", Kind::Bn, 1e-5, 2e-5);
+    check_golden("bn_1d", Kind::Bn, 1e-3, 2e-5);
+}
+
+#[test]
+fn batch_norm_matches_pytorch_on_tiny_maps() {
+    // the DIP's deepest levels: 2x2 and 3x3 maps, where train-mode BN amplifies rounding
+    check_golden("bn_2x2", Kind::Bn, 1e-5, 1e-4);
+    check_golden("bn_3x3", Kind::Bn, 1e-5, 1e-4);
+}
+
+#[test]
+fn batch_norm_leaky_relu_matches_pytorch() {
+    check_golden("bn_lrelu", Kind::BnLrelu, 1e-5, 2e-5);
+}
+
+#[test]
+fn group_norm_matches_pytorch() {
+    check_golden("gn", Kind::Gn(4, 1e-5), 0.0, 2e-5);
+    check_golden("gn_1d", Kind::Gn(3, 1e-6), 0.0, 2e-5);
+    check_golden("gn_32", Kind::Gn(32, 1e-6), 0.0, 2e-5);
+    check_golden("gn_silu", Kind::GnSilu(4, 1e-5), 0.0, 2e-5);
+}
+
+/// The integer-hash inputs of tools/golden/norm.py (`hashed`).
+fn hashed(n: usize, mul: usize, off: f64, scale: f64) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * mul) % 1009) as f64 / 1009.0 * scale + off) as f32)
+        .collect()
+}
+
+fn check_big(name: &str, shape: &[usize], kind: Kind) {
+    let Some(ctx) = ctx() else { return };
+    let fx = Fixture::load("norm").unwrap();
+    let n: usize = shape.iter().product();
+    let c = shape[1];
+    let x = Tensor::from_slice(&ctx, &hashed(n, 7919, 2.5, 3.0), shape)
+        .unwrap()
+        .into_param();
+    let gy = Tensor::from_slice(&ctx, &hashed(n, 104729, -0.5, 1.0), shape).unwrap();
+    let gmv: Vec<f32> = (0..c)
+        .map(|k| (0.5 + (k % 7) as f64 / 7.0) as f32)
+        .collect();
+    let btv: Vec<f32> = (0..c)
+        .map(|k| ((k % 5) as f64 / 5.0 - 0.4) as f32)
+        .collect();
+    let gm = Tensor::from_slice(&ctx, &gmv, &[c]).unwrap().into_param();
+    let bt = Tensor::from_slice(&ctx, &btv, &[c]).unwrap().into_param();
+    let y = run(kind, &x, &gm, &bt, 1e-5);
+    let grads = autograd::backward_with(&y, gy).unwrap();
+    let idx: Vec<usize> = fx
+        .get(&format!("{name}.idx"))
+        .1
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let yv = y.to_vec().unwrap();
+    let gxv = grads.get(&x).unwrap().to_vec().unwrap();
+    let ys: Vec<f32> = idx.iter().map(|&i| yv[i]).collect();
+    let gxs: Vec<f32> = idx.iter().map(|&i| gxv[i]).collect();
+    assert_close(
+        &format!("{name} forward"),
+        &ys,
+        &fx.get(&format!("{name}.y_s")).1,
+        1e-5,
+        2e-5,
+    );
+    assert_close(
+        &format!("{name} gx"),
+        &gxs,
+        &fx.get(&format!("{name}.gx_s")).1,
+        1e-4,
+        1e-5,
+    );
+    for (t, k) in [(&gm, "ggamma"), (&bt, "gbeta")] {
+        assert_close(
+            &format!("{name} {k}"),
+            &grads.get(t).unwrap().to_vec().unwrap(),
+            &fx.get(&format!("{name}.{k}")).1,
+            1e-4,
+            1e-3,
+        );
+    }
+}
+
+#[test]
+fn batch_norm_parallel_reduction_on_128x64x64() {
+    check_big("bn_big", &[1, 128, 64, 64], Kind::Bn);
+}
+
+#[test]
+fn group_norm_parallel_reduction_on_256x32x32() {
+    check_big("gn_big", &[1, 256, 32, 32], Kind::Gn(32, 1e-6));
+}
+
+#[test]
+fn variance_is_robust_to_a_large_mean() {
+    let Some(ctx) = ctx() else { return };
+    // mean 1000, std ~0.06: E[x^2] - E[x]^2 in f32 would lose every digit
+    let shape = [2, 3, 40, 50];
+    let n: usize = shape.iter().product();
+    let mut rng = Rng::new(11);
+    let xv: Vec<f32> = rng.vec(n, -0.1, 0.1).iter().map(|v| v + 1000.0).collect();
+    let gmv = vec![1.0f32, 2.0, 0.5];
+    let btv = vec![0.0f32, 0.1, -0.2];
+    let x = Tensor::from_slice(&ctx, &xv, &shape).unwrap();
+    let gm = Tensor::from_slice(&ctx, &gmv, &[3]).unwrap();
+    let bt = Tensor::from_slice(&ctx, &btv, &[3]).unwrap();
+    let y = norm::batch_norm(&x, &gm, &bt, 1e-5)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+    let want = batch_norm_ref(&f(&xv), &shape, &f(&gmv), &f(&btv), 1e-5);
+    let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+    // the f32 mean itself carries ~1000 * 2^-24 of error, i.e. ~1e-3 of a std
+    assert_close("bn large mean", &y, &want, 0.0, 5e-3);
+    let y = norm::group_norm(&x, 3, &gm, &bt, 1e-5)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let want = group_norm_ref(&f(&xv), &shape, 3, &f(&gmv), &f(&btv), 1e-5);
+    let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+    assert_close("gn large mean", &y, &want, 0.0, 5e-3);
+}
+
+fn leaky(v: f64) -> f64 {
+    if v > 0.0 { v } else { 0.2 * v }
+}
+
+fn silu(v: f64) -> f64 {
+    v / (1.0 + (-v).exp())
+}
+
+fn gradcheck_norm(what: &str, shape: &[usize], kind: Kind, seed: u64) {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(seed);
+    let n: usize = shape.iter().product();
+    let c = shape[1];
+    let inputs = vec![
+        (shape.to_vec(), rng.vec(n, -2.0, 2.0)),
+        (vec![c], rng.vec(c, 0.5, 1.5)),
+        (vec![c], rng.vec(c, -0.5, 0.5)),
+    ];
+    let s = shape.to_vec();
+    gradcheck(
+        &ctx,
+        what,
+        &inputs,
+        &|t| Ok(run(kind, &t[0], &t[1], &t[2], 1e-5)),
+        &|v| match kind {
+            Kind::Bn => batch_norm_ref(&v[0], &s, &v[1], &v[2], 1e-5),
+            Kind::BnLrelu => batch_norm_ref(&v[0], &s, &v[1], &v[2], 1e-5)
+                .into_iter()
+                .map(leaky)
+                .collect(),
+            Kind::Gn(g, e) => group_norm_ref(&v[0], &s, g, &v[1], &v[2], e as f64),
+            Kind::GnSilu(g, e) => group_norm_ref(&v[0], &s, g, &v[1], &v[2], e as f64)
+                .into_iter()
+                .map(silu)
+                .collect(),
+        },
+        1e-3,
+        2e-2,
+        2e-3,
+        40,
+    )
+    .unwrap();
+}
+
+#[test]
+fn norm_gradchecks() {
+    gradcheck_norm("batch_norm", &[2, 3, 5, 7], Kind::Bn, 1);
+    gradcheck_norm("batch_norm 2x2", &[1, 4, 2, 2], Kind::Bn, 2);
+    gradcheck_norm("batch_norm_leaky_relu", &[2, 3, 5, 7], Kind::BnLrelu, 3);
+    gradcheck_norm("group_norm", &[2, 6, 5, 3], Kind::Gn(3, 1e-5), 4);
+    gradcheck_norm("group_norm [N,C,L]", &[3, 4, 9], Kind::Gn(2, 1e-6), 5);
+    gradcheck_norm("group_norm_silu", &[2, 6, 5, 3], Kind::GnSilu(2, 1e-5), 6);
+}
+
+#[test]
+fn bad_shapes_are_errors_naming_op_and_shapes() {
+    let Some(ctx) = ctx() else { return };
+    let x = Tensor::zeros(&ctx, &[2, 6, 4, 4]).unwrap();
+    let g5 = Tensor::zeros(&ctx, &[5]).unwrap();
+    let g6 = Tensor::zeros(&ctx, &[6]).unwrap();
+    let e = norm::batch_norm(&x, &g5, &g6, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("batch_norm") && e.contains("[5]") && e.contains("[2, 6, 4, 4]"),
+        "{e}"
+    );
+    let e = norm::group_norm(&x, 4, &g6, &g6, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("group_norm") && e.contains("4 groups") && e.contains("[2, 6, 4, 4]"),
+        "{e}"
+    );
+}
