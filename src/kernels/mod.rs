@@ -1,6 +1,7 @@
 //! One launcher module per shader family (`shaders/<family>.wgsl`): parameter structs, shape
 //! checks, dispatch sizing, backward rules and CPU references.
 
+pub mod conv;
 pub mod elementwise;
 pub mod sources;
 
@@ -10,5 +11,6 @@ use crate::gpu::KernelKey;
 pub fn shipped_keys() -> Vec<KernelKey> {
     let mut v = Vec::new();
     v.extend(elementwise::shipped_keys());
+    v.extend(conv::shipped_keys());
     v
 }

@@ -4,6 +4,8 @@
 pub fn source(family: &str) -> Option<&'static str> {
     Some(match family {
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "conv2d" => include_str!("../../shaders/conv2d.wgsl"),
+        "conv2d_tiled" => include_str!("../../shaders/conv2d_tiled.wgsl"),
         _ => return None,
     })
 }

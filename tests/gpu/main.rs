@@ -2,4 +2,5 @@
 //! on a real wgpu adapter (lavapipe in CI). One test binary keeps link time down.
 
 mod common;
+mod conv;
 mod elementwise;
