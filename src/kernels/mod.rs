@@ -1,6 +1,7 @@
 //! One launcher module per shader family (`shaders/<family>.wgsl`): parameter structs, shape
 //! checks, dispatch sizing, backward rules and CPU references.
 
+pub mod conv;
 pub mod elementwise;
 pub mod fft;
 pub mod loss;
@@ -21,5 +22,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.extend(norm::shipped_keys());
     v.extend(shape::shipped_keys());
     v.extend(resample::shipped_keys());
+    v.extend(conv::shipped_keys());
     v
 }

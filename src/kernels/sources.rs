@@ -11,6 +11,8 @@ pub fn source(family: &str) -> Option<&'static str> {
         "norm" => include_str!("../../shaders/norm.wgsl"),
         "shape" => include_str!("../../shaders/shape.wgsl"),
         "resample" => include_str!("../../shaders/resample.wgsl"),
+        "conv2d" => include_str!("../../shaders/conv2d.wgsl"),
+        "conv2d_tiled" => include_str!("../../shaders/conv2d_tiled.wgsl"),
         _ => return None,
     })
 }

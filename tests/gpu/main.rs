@@ -3,6 +3,7 @@
 
 mod common;
 mod core;
+mod conv;
 mod elementwise;
 mod fft;
 mod loss;

@@ -1,0 +1,488 @@
+// 2-D convolution family (software-tuned kernels + helpers).
+//
+// Every convolution-like product here is one "core" correlation over a pre-padded input:
+//   out[n, g*LT + l, oy*SO + OYOFF, ox*SO + OXOFF] (+)= sum_{r, ty, tx}
+//       wp[((g*RT + r)*TY + ty)*TX + tx)*LT + l] * in[n, g*RT + r, oy*SI + ty, ox*SI + tx]
+// with LT "lane" channels and RT "reduction" channels per group and a packed weight `wp`
+// (lane channel fastest). The forward conv is LT = out channels, RT = in channels; the input
+// gradient and the transposed conv are the same product per output phase with a flipped
+// sub-kernel (`pack_w` with transposed = 1) and SO = stride.
+//
+// Software adapters (lavapipe: one invocation = one lane of an 8-wide SIMD vector): values
+// that depend only on the workgroup id, loop counters and the uniform block are scalar there,
+// so `conv_lo` puts channels on lanes and reads the image through uniform (scalar, broadcast)
+// loads, one weight gather per PX multiply-adds; `conv_lp` puts pixels on lanes and reads the
+// weights as uniform scalars (for few channels per group: depthwise, DKP kernels).
+// No workgroup memory, no barriers. Shapes live in the uniform block, never in the text.
+
+// spec:begin
+const WG: u32 = 8u;
+const PX: u32 = 16u;
+const OT: u32 = 4u;
+const CT: u32 = 2u;
+const TT: u32 = 9u;
+// spec:end
+
+struct Params {
+    nb: u32, ng: u32, g0: u32, flags: u32,
+    lt: u32, l0: u32, nl: u32, rt: u32,
+    r0: u32, nr: u32, ty: u32, tx: u32,
+    hi: u32, wi: u32, ho: u32, wo: u32,
+    si: u32, so: u32, oyoff: i32, oxoff: i32,
+    hs: u32, ws: u32, wp_off: u32, x_off: u32,
+    x_ns: u32, x_c0: u32, y_off: u32, y_ns: u32,
+    y_c0: u32, ntap: u32, aux0: u32, aux1: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+
+fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// core correlation, lanes over lane-channels (l), image read through uniform loads
+@group(0) @binding(1) var<storage, read> cx: array<f32>;
+@group(0) @binding(2) var<storage, read> cw: array<f32>;
+@group(0) @binding(3) var<storage, read> cb: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cy: array<f32>;
+
+fn store_out(n: u32, g: u32, l: u32, oy: u32, ox: u32, v: f32) {
+    let py = i32(oy * P.so) + P.oyoff;
+    let px = i32(ox * P.so) + P.oxoff;
+    if (py < 0 || px < 0 || py >= i32(P.hs) || px >= i32(P.ws)) {
+        return;
+    }
+    let idx = P.y_off + n * P.y_ns + (g * P.lt + l - P.y_c0) * P.hs * P.ws + u32(py) * P.ws + u32(px);
+    var r = v;
+    if ((P.flags & 1u) != 0u) {
+        r += cb[g * P.lt + l];
+    }
+    if ((P.flags & 2u) != 0u) {
+        r += cy[idx];
+    }
+    cy[idx] = r;
+}
+
+@compute @workgroup_size(WG)
+fn conv_lo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    var t = wg_index(wid, nwg);
+    let nlb = (P.nl + WG - 1u) / WG;
+    let nxb = (P.wo + PX - 1u) / PX;
+    let lb = t % nlb;
+    t = t / nlb;
+    let xb = t % nxb;
+    t = t / nxb;
+    let oy = t % P.ho;
+    t = t / P.ho;
+    let gi = t % P.ng;
+    let n = t / P.ng;
+    if (n >= P.nb) {
+        return;
+    }
+    let g = P.g0 + gi;
+    let lrel = lb * WG + lid;
+    let l = P.l0 + min(lrel, P.nl - 1u);
+    let ox0 = xb * PX;
+    var acc: array<f32, PX>;
+    for (var j = 0u; j < PX; j++) {
+        acc[j] = 0.0;
+    }
+    let plane = P.hi * P.wi;
+    let xrow = P.x_off + n * P.x_ns + (oy * P.si) * P.wi + ox0 * P.si;
+    let r1 = P.r0 + P.nr;
+    for (var r = P.r0; r < r1; r++) {
+        let xb0 = xrow + (g * P.rt + r - P.x_c0) * plane;
+        let wb0 = P.wp_off + (g * P.rt + r) * P.ntap * P.lt + l;
+        for (var ky = 0u; ky < P.ty; ky++) {
+            for (var kx = 0u; kx < P.tx; kx++) {
+                let wv = cw[wb0 + (ky * P.tx + kx) * P.lt];
+                let xi = xb0 + ky * P.wi + kx;
+                for (var j = 0u; j < PX; j++) {
+                    acc[j] = fma(wv, cx[xi + j * P.si], acc[j]);
+                }
+            }
+        }
+    }
+    if (lrel >= P.nl) {
+        return;
+    }
+    for (var j = 0u; j < PX; j++) {
+        if (ox0 + j < P.wo) {
+            store_out(n, g, l, oy, ox0 + j, acc[j]);
+        }
+    }
+}
+
+// core correlation, lanes over output pixels, weights read through uniform loads
+@compute @workgroup_size(WG)
+fn conv_lp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    var t = wg_index(wid, nwg);
+    let nlb = (P.nl + OT - 1u) / OT;
+    let npix = P.ho * P.wo;
+    let npb = (npix + WG - 1u) / WG;
+    let lb = t % nlb;
+    t = t / nlb;
+    let pb = t % npb;
+    t = t / npb;
+    let gi = t % P.ng;
+    let n = t / P.ng;
+    if (n >= P.nb) {
+        return;
+    }
+    let g = P.g0 + gi;
+    let p = pb * WG + lid;
+    let pc = min(p, npix - 1u);
+    let oy = pc / P.wo;
+    let ox = pc % P.wo;
+    var acc: array<f32, OT>;
+    for (var j = 0u; j < OT; j++) {
+        acc[j] = 0.0;
+    }
+    let plane = P.hi * P.wi;
+    let xpix = P.x_off + n * P.x_ns + (oy * P.si) * P.wi + ox * P.si;
+    let lbase = P.l0 + lb * OT;
+    let lmax = P.l0 + P.nl - 1u;
+    let r1 = P.r0 + P.nr;
+    for (var r = P.r0; r < r1; r++) {
+        let xb0 = xpix + (g * P.rt + r - P.x_c0) * plane;
+        let wb0 = P.wp_off + (g * P.rt + r) * P.ntap * P.lt;
+        for (var ky = 0u; ky < P.ty; ky++) {
+            for (var kx = 0u; kx < P.tx; kx++) {
+                let xv = cx[xb0 + ky * P.wi + kx];
+                let wt = wb0 + (ky * P.tx + kx) * P.lt;
+                for (var j = 0u; j < OT; j++) {
+                    acc[j] = fma(cw[wt + min(lbase + j, lmax)], xv, acc[j]);
+                }
+            }
+        }
+    }
+    if (p >= npix) {
+        return;
+    }
+    for (var j = 0u; j < OT; j++) {
+        if (lbase + j <= lmax) {
+            store_out(n, g, lbase + j, oy, ox, acc[j]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// weight gradient: part[split][o][r][tap] = sum_{n, oy in split rows, ox} gy[n,o,oy,ox] *
+//   xp[n, c, oy*SI + ky, ox*SI + kx]; lanes over o (gy gathered), image read through uniform
+//   loads; CT channels x TT taps per invocation. aux0 = rows per split, aux1 = weight size
+//   (partials of one split), wp_off = first partial of this dispatch.
+@group(0) @binding(1) var<storage, read> gx_in: array<f32>;
+@group(0) @binding(2) var<storage, read> gy_in: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gpart: array<f32>;
+
+fn part_index(split: u32, g: u32, l: u32, r: u32, tap: u32) -> u32 {
+    return P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + r) * P.ntap + tap;
+}
+
+@compute @workgroup_size(WG)
+fn wgrad_lo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    var t = wg_index(wid, nwg);
+    let nlb = (P.nl + WG - 1u) / WG;
+    let nrb = (P.nr + CT - 1u) / CT;
+    let ntb = (P.ntap + TT - 1u) / TT;
+    let nsplit = (P.ho + P.aux0 - 1u) / P.aux0;
+    let lb = t % nlb;
+    t = t / nlb;
+    let rb = t % nrb;
+    t = t / nrb;
+    let tb = t % ntb;
+    t = t / ntb;
+    let split = t % nsplit;
+    let gi = t / nsplit;
+    if (gi >= P.ng) {
+        return;
+    }
+    let g = P.g0 + gi;
+    let lrel = lb * WG + lid;
+    let l = P.l0 + min(lrel, P.nl - 1u);
+    let plane = P.hi * P.wi;
+    // per-invocation tap offsets and channel bases (uniform)
+    var toff: array<u32, TT>;
+    for (var k = 0u; k < TT; k++) {
+        let tap = min(tb * TT + k, P.ntap - 1u);
+        toff[k] = (tap / P.tx) * P.wi + tap % P.tx;
+    }
+    var coff: array<u32, CT>;
+    for (var c = 0u; c < CT; c++) {
+        let r = P.r0 + min(rb * CT + c, P.nr - 1u);
+        coff[c] = (g * P.rt + r - P.x_c0) * plane;
+    }
+    var acc: array<f32, CT * TT>;
+    for (var k = 0u; k < CT * TT; k++) {
+        acc[k] = 0.0;
+    }
+    let y0 = split * P.aux0;
+    let y1 = min(y0 + P.aux0, P.ho);
+    let gyc = (g * P.lt + l - P.y_c0) * P.ho * P.wo;
+    for (var n = 0u; n < P.nb; n++) {
+        let xn = P.x_off + n * P.x_ns;
+        let yn = P.y_off + n * P.y_ns + gyc;
+        for (var oy = y0; oy < y1; oy++) {
+            let xrow = xn + oy * P.si * P.wi;
+            let yrow = yn + oy * P.wo;
+            for (var ox = 0u; ox < P.wo; ox++) {
+                let gv = gy_in[yrow + ox];
+                let xp = xrow + ox * P.si;
+                for (var c = 0u; c < CT; c++) {
+                    for (var k = 0u; k < TT; k++) {
+                        acc[c * TT + k] = fma(gv, gx_in[xp + coff[c] + toff[k]], acc[c * TT + k]);
+                    }
+                }
+            }
+        }
+    }
+    if (lrel >= P.nl) {
+        return;
+    }
+    for (var c = 0u; c < CT; c++) {
+        let rr = rb * CT + c;
+        if (rr < P.nr) {
+            for (var k = 0u; k < TT; k++) {
+                let tap = tb * TT + k;
+                if (tap < P.ntap) {
+                    gpart[part_index(split, g, l, P.r0 + rr, tap)] = acc[c * TT + k];
+                }
+            }
+        }
+    }
+}
+
+// weight gradient, generic: one invocation per weight element of the dispatch
+@compute @workgroup_size(64)
+fn wgrad_gen(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = wg_index(wid, nwg) * 64u + lid;
+    let per_split = P.ng * P.nl * P.nr * P.ntap;
+    let nsplit = (P.ho + P.aux0 - 1u) / P.aux0;
+    if (i >= per_split * nsplit) {
+        return;
+    }
+    let split = i / per_split;
+    var t = i % per_split;
+    let tap = t % P.ntap;
+    t = t / P.ntap;
+    let r = P.r0 + t % P.nr;
+    t = t / P.nr;
+    let l = P.l0 + t % P.nl;
+    let g = P.g0 + t / P.nl;
+    let plane = P.hi * P.wi;
+    let toff = (tap / P.tx) * P.wi + tap % P.tx + (g * P.rt + r - P.x_c0) * plane;
+    let gyc = (g * P.lt + l - P.y_c0) * P.ho * P.wo;
+    let y0 = split * P.aux0;
+    let y1 = min(y0 + P.aux0, P.ho);
+    var acc = 0.0;
+    for (var n = 0u; n < P.nb; n++) {
+        let xn = P.x_off + n * P.x_ns + toff;
+        let yn = P.y_off + n * P.y_ns + gyc;
+        for (var oy = y0; oy < y1; oy++) {
+            let xrow = xn + oy * P.si * P.wi;
+            let yrow = yn + oy * P.wo;
+            for (var ox = 0u; ox < P.wo; ox++) {
+                acc = fma(gy_in[yrow + ox], gx_in[xrow + ox * P.si], acc);
+            }
+        }
+    }
+    gpart[part_index(split, g, l, r, tap)] = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers with their own parameter block
+struct Aux {
+    n: u32, h: u32, w: u32, hq: u32,
+    wq: u32, top: u32, left: u32, mode: u32,
+    in_off: u32, out_off: u32, kh: u32, kw: u32,
+    gg: u32, rr: u32, ll: u32, tyy: u32,
+    txx: u32, s: u32, ry: u32, rx: u32,
+    transposed: u32, flags: u32, nsum: u32, stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> A: Aux;
+
+fn aux_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return wg_index(wid, nwg) * 64u + lid;
+}
+
+// Source index along one axis of the padded signal; -1 reads zero. Modes: 0 zeros,
+// 1 reflect (no edge repeat), 2 replicate, 3 circular.
+fn src_coord(i: i32, n: i32, mode: u32) -> i32 {
+    if (i >= 0 && i < n) {
+        return i;
+    }
+    switch mode {
+        case 0u: {
+            return -1;
+        }
+        case 1u: {
+            if (n == 1) {
+                return 0;
+            }
+            let p = 2 * (n - 1);
+            var m = i % p;
+            if (m < 0) {
+                m += p;
+            }
+            if (m >= n) {
+                m = p - m;
+            }
+            return m;
+        }
+        case 2u: {
+            return clamp(i, 0, n - 1);
+        }
+        default: {
+            var m = i % n;
+            if (m < 0) {
+                m += n;
+            }
+            return m;
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> pa_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pa_out: array<f32>;
+
+// dst[plane, py, px] = src[plane, map(py - top), map(px - left)] over hq x wq
+@compute @workgroup_size(64)
+fn pad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let e = aux_index(wid, nwg, lid);
+    if (e >= A.n) {
+        return;
+    }
+    let px = e % A.wq;
+    let q = e / A.wq;
+    let py = q % A.hq;
+    let pl = q / A.hq;
+    let sy = src_coord(i32(py) - i32(A.top), i32(A.h), A.mode);
+    let sx = src_coord(i32(px) - i32(A.left), i32(A.w), A.mode);
+    var v = 0.0;
+    if (sy >= 0 && sx >= 0) {
+        v = pa_in[A.in_off + pl * A.h * A.w + u32(sy) * A.w + u32(sx)];
+    }
+    pa_out[A.out_off + e] = v;
+}
+
+// k-th padded coordinate whose source is `i` (k = 0: the identity position), or -1
+fn preimage(k: u32, i: u32, n: u32, top: u32, nq: u32, mode: u32) -> i32 {
+    if (k == 0u) {
+        return i32(i + top);
+    }
+    var q: u32;
+    if (k <= top) {
+        q = k - 1u;
+    } else {
+        q = n + k - 1u;
+    }
+    if (q >= nq) {
+        return -1;
+    }
+    if (src_coord(i32(q) - i32(top), i32(n), mode) == i32(i)) {
+        return i32(q);
+    }
+    return -1;
+}
+
+// gx[plane, iy, ix] = sum of gxp over every padded position that reads (iy, ix)
+@compute @workgroup_size(64)
+fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let e = aux_index(wid, nwg, lid);
+    if (e >= A.n) {
+        return;
+    }
+    let ix = e % A.w;
+    let q = e / A.w;
+    let iy = q % A.h;
+    let pl = q / A.h;
+    var ky = 1u;
+    var kx = 1u;
+    if (A.mode != 0u) {
+        ky = A.hq - A.h + 1u;
+        kx = A.wq - A.w + 1u;
+    }
+    let base = A.in_off + pl * A.hq * A.wq;
+    var acc = 0.0;
+    for (var a = 0u; a < ky; a++) {
+        let py = preimage(a, iy, A.h, A.top, A.hq, A.mode);
+        if (py < 0) {
+            continue;
+        }
+        for (var b = 0u; b < kx; b++) {
+            let px = preimage(b, ix, A.w, A.left, A.wq, A.mode);
+            if (px >= 0) {
+                acc += pa_in[base + u32(py) * A.wq + u32(px)];
+            }
+        }
+    }
+    pa_out[A.out_off + e] = acc;
+}
+
+// Packed weights: wp[(((g*RR + r)*TYY + ty)*TXX + tx)*LL + l]. transposed = 0: from a conv
+// weight [G*LL, RR, kh, kw]; transposed = 1: phase (ry, rx) of stride s of a conv weight
+// [G*RR, LL, kh, kw], flipped, so the input gradient becomes a correlation.
+@compute @workgroup_size(64)
+fn pack_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let e = aux_index(wid, nwg, lid);
+    if (e >= A.n) {
+        return;
+    }
+    let l = e % A.ll;
+    var q = e / A.ll;
+    let tx = q % A.txx;
+    q = q / A.txx;
+    let ty = q % A.tyy;
+    q = q / A.tyy;
+    let r = q % A.rr;
+    let g = q / A.rr;
+    var src: u32;
+    if (A.transposed == 0u) {
+        src = ((g * A.ll + l) * A.rr + r) * A.kh * A.kw + ty * A.kw + tx;
+    } else {
+        let ky = A.ry + A.s * (A.tyy - 1u - ty);
+        let kx = A.rx + A.s * (A.txx - 1u - tx);
+        src = ((g * A.rr + r) * A.ll + l) * A.kh * A.kw + ky * A.kw + kx;
+    }
+    pa_out[A.out_off + e] = pa_in[A.in_off + src];
+}
+
+// out[i] (+)= sum_k in[k*stride + i], i < n (reduction of weight-gradient partials and of
+// bias gradients laid out as [planes][hw]: then stride = 1, nsum = hw and i indexes planes
+// when flags bit 2 is set).
+@compute @workgroup_size(64)
+fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = aux_index(wid, nwg, lid);
+    if (i >= A.n) {
+        return;
+    }
+    var acc = 0.0;
+    if ((A.flags & 4u) != 0u) {
+        // row sums: in[in_off + (i / w) * ... ]: sum over nsum contiguous elements of row i,
+        // rows of planes h apart (bias gradient: i = o, rows n*h + o)
+        for (var nn = 0u; nn < A.kh; nn++) {
+            let base = A.in_off + (nn * A.h + i) * A.nsum;
+            for (var k = 0u; k < A.nsum; k++) {
+                acc += pa_in[base + k];
+            }
+        }
+    } else {
+        for (var k = 0u; k < A.nsum; k++) {
+            acc += pa_in[A.in_off + k * A.stride + i];
+        }
+    }
+    if ((A.flags & 2u) != 0u) {
+        acc += pa_out[A.out_off + i];
+    }
+    pa_out[A.out_off + i] = acc;
+}
