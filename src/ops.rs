@@ -6,3 +6,5 @@ pub use crate::kernels::elementwise::{
     log, maximum, minimum, mul, mul_scalar, neg, pow, recip, relu, relu6, sigmoid, silu, softplus,
     sqrt, square, sub, sum_to, tanh, unary,
 };
+pub use crate::kernels::matmul::{linear, matmul, matmul_scaled, matmul_t, transpose2d};
+pub use crate::kernels::reduce::{max_dim, mean_all, mean_dims, sum_all, sum_dims};

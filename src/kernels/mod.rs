@@ -2,6 +2,8 @@
 //! checks, dispatch sizing, backward rules and CPU references.
 
 pub mod elementwise;
+pub mod matmul;
+pub mod reduce;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -10,5 +12,7 @@ use crate::gpu::KernelKey;
 pub fn shipped_keys() -> Vec<KernelKey> {
     let mut v = Vec::new();
     v.extend(elementwise::shipped_keys());
+    v.extend(matmul::shipped_keys());
+    v.extend(reduce::shipped_keys());
     v
 }

@@ -4,6 +4,9 @@
 pub fn source(family: &str) -> Option<&'static str> {
     Some(match family {
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "matmul" => include_str!("../../shaders/matmul.wgsl"),
+        "matmul_sg" => include_str!("../../shaders/matmul_sg.wgsl"),
+        "reduce" => include_str!("../../shaders/reduce.wgsl"),
         _ => return None,
     })
 }

@@ -3,3 +3,5 @@
 
 mod common;
 mod elementwise;
+mod matmul;
+mod reduce;
