@@ -8,3 +8,4 @@ pub use crate::kernels::elementwise::{
 };
 pub use crate::kernels::matmul::{linear, matmul, matmul_scaled, matmul_t, transpose2d};
 pub use crate::kernels::reduce::{max_dim, mean_all, mean_dims, sum_all, sum_dims};
+pub use crate::kernels::softmax::{log_softmax, softmax};

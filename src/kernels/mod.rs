@@ -4,6 +4,7 @@
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;
+pub mod softmax;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -14,5 +15,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.extend(elementwise::shipped_keys());
     v.extend(matmul::shipped_keys());
     v.extend(reduce::shipped_keys());
+    v.extend(softmax::shipped_keys());
     v
 }

@@ -7,6 +7,7 @@ pub fn source(family: &str) -> Option<&'static str> {
         "matmul" => include_str!("../../shaders/matmul.wgsl"),
         "matmul_sg" => include_str!("../../shaders/matmul_sg.wgsl"),
         "reduce" => include_str!("../../shaders/reduce.wgsl"),
+        "softmax" => include_str!("../../shaders/softmax.wgsl"),
         _ => return None,
     })
 }

@@ -5,3 +5,4 @@ mod common;
 mod elementwise;
 mod matmul;
 mod reduce;
+mod softmax;
