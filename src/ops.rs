@@ -21,3 +21,6 @@ pub use crate::kernels::resample::{
 pub use crate::kernels::shape::{
     PadMode2d, concat, crop2d, pad2d, roll2d, slice, subsample, zero_insert_upsample,
 };
+pub use crate::kernels::matmul::{linear, matmul, matmul_scaled, matmul_t, transpose2d};
+pub use crate::kernels::reduce::{max_dim, mean_all, mean_dims, sum_all, sum_dims};
+pub use crate::kernels::softmax::{log_softmax, softmax};

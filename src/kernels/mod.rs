@@ -8,6 +8,9 @@ pub mod loss;
 pub mod norm;
 pub mod resample;
 pub mod shape;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
 pub mod sources;
 
 use crate::gpu::KernelKey;
@@ -23,5 +26,8 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.extend(shape::shipped_keys());
     v.extend(resample::shipped_keys());
     v.extend(conv::shipped_keys());
+    v.extend(matmul::shipped_keys());
+    v.extend(reduce::shipped_keys());
+    v.extend(softmax::shipped_keys());
     v
 }

@@ -13,6 +13,10 @@ pub fn source(family: &str) -> Option<&'static str> {
         "resample" => include_str!("../../shaders/resample.wgsl"),
         "conv2d" => include_str!("../../shaders/conv2d.wgsl"),
         "conv2d_tiled" => include_str!("../../shaders/conv2d_tiled.wgsl"),
+        "matmul" => include_str!("../../shaders/matmul.wgsl"),
+        "matmul_sg" => include_str!("../../shaders/matmul_sg.wgsl"),
+        "reduce" => include_str!("../../shaders/reduce.wgsl"),
+        "softmax" => include_str!("../../shaders/softmax.wgsl"),
         _ => return None,
     })
 }

@@ -12,3 +12,6 @@ mod timing_fftloss;
 mod norm;
 mod resample;
 mod shape;
+mod matmul;
+mod reduce;
+mod softmax;
