@@ -7,6 +7,8 @@ pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rand;

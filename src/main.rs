@@ -30,10 +30,15 @@ enum Cmd {
     Prepare(cli::prepare::PrepareArgs),
     /// PSNR/SSIM (Y channel) and kernel PSNR of results against ground truth (CPU only).
     Eval(cli::eval::EvalArgs),
+    /// Blind SR with DIP-DKP: estimate the blur kernel and restore the HR image.
+    Dip(Box<cli::dip::DipArgs>),
+    /// Benchmarks: per-kernel GPU timings (GFLOP/s, GB/s) at representative sizes.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,dkp=info"))
+        .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -51,5 +56,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Info(a) => cli::info::run(&opts, &a),
         Cmd::Prepare(a) => cli::prepare::run(&a),
         Cmd::Eval(a) => cli::eval::run(&a),
+        Cmd::Dip(a) => cli::dip::run(&opts, &a),
+        Cmd::Bench(a) => cli::bench::run(&opts, &a),
     }
 }

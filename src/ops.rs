@@ -12,15 +12,15 @@ pub use crate::kernels::fft::{
     p2o, real_part, splits_mean, tile,
 };
 pub use crate::kernels::loss::{grad_prior, mse_loss, ssim_loss};
+pub use crate::kernels::matmul::{linear, matmul, matmul_scaled, matmul_t, transpose2d};
 pub use crate::kernels::norm::{
     batch_norm, batch_norm_leaky_relu, batch_norm_stats, group_norm, group_norm_silu,
 };
+pub use crate::kernels::reduce::{max_dim, mean_all, mean_dims, sum_all, sum_dims};
 pub use crate::kernels::resample::{
     avg_pool2x2, bicubic_resize, max_pool2x2, upsample_bilinear2x, upsample_nearest,
 };
 pub use crate::kernels::shape::{
     PadMode2d, concat, crop2d, pad2d, roll2d, slice, subsample, zero_insert_upsample,
 };
-pub use crate::kernels::matmul::{linear, matmul, matmul_scaled, matmul_t, transpose2d};
-pub use crate::kernels::reduce::{max_dim, mean_all, mean_dims, sum_all, sum_dims};
 pub use crate::kernels::softmax::{log_softmax, softmax};

@@ -3,6 +3,8 @@
 
 pub mod dataset;
 pub mod degrade_cpu;
+pub mod dip_dkp;
 pub mod kernels;
 pub mod metrics;
+pub mod prior;
 pub mod rng;

@@ -159,10 +159,26 @@ impl Quantize {
 /// Unreadable or corrupt files and images over [`MAX_PIXELS`] give an `Error::File` naming the
 /// path.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let mut reader = ImageReader::open(path)
+    let reader = ImageReader::open(path)
         .map_err(|e| file_err(path, format!("cannot open image: {e}")))?
         .with_guessed_format()
         .map_err(|e| file_err(path, format!("cannot read image: {e}")))?;
+    decode_rgb(reader, path)
+}
+
+/// Decode an image held in memory (e.g. embedded in the binary); `name` is used in errors.
+pub fn decode_rgb_bytes(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    let path = Path::new(name);
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| file_err(path, format!("cannot read image: {e}")))?;
+    decode_rgb(reader, path)
+}
+
+fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
+    mut reader: ImageReader<R>,
+    path: &Path,
+) -> Result<RgbImage> {
     if reader.format().is_none() {
         return Err(file_err(
             path,

@@ -5,6 +5,7 @@
 pub mod image;
 pub mod kernel;
 pub mod mat;
+pub mod plot;
 
 use std::io::Write;
 use std::path::Path;

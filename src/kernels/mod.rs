@@ -5,11 +5,11 @@ pub mod conv;
 pub mod elementwise;
 pub mod fft;
 pub mod loss;
+pub mod matmul;
 pub mod norm;
+pub mod reduce;
 pub mod resample;
 pub mod shape;
-pub mod matmul;
-pub mod reduce;
 pub mod softmax;
 pub mod sources;
 

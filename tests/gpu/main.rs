@@ -2,16 +2,17 @@
 //! on a real wgpu adapter (lavapipe in CI). One test binary keeps link time down.
 
 mod common;
-mod core;
 mod conv;
+mod core;
+mod dip_model;
 mod elementwise;
 mod fft;
 mod loss;
-mod optim;
-mod timing_fftloss;
+mod matmul;
 mod norm;
+mod optim;
+mod reduce;
 mod resample;
 mod shape;
-mod matmul;
-mod reduce;
 mod softmax;
+mod timing_fftloss;

@@ -1,0 +1,484 @@
+//! `dkp dip`: blind SR of real low-resolution photos with DIP-DKP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use dkp::Context;
+use dkp::dkp::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, StepLog};
+use dkp::dkp::prior::{PriorKind, make_prior};
+use dkp::io::image::{Quantize, RgbImage, decode_rgb_bytes, load_rgb, modcrop, save_png};
+use dkp::io::kernel::{
+    Kernel, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png, write_kernel_txt,
+};
+use dkp::io::write_atomic;
+
+const DEFAULT_LR: &[u8] = include_bytes!("../../assets/butterfly_x2_lr.png");
+const DEFAULT_HR: &[u8] = include_bytes!("../../assets/butterfly_hr.png");
+const DEFAULT_KERNEL: &str = include_str!("../../assets/butterfly_x2_kernel.txt");
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Preset {
+    /// `paper` on a GPU, `quick` on a software adapter.
+    Auto,
+    /// The released code's full schedule (1000 DIP steps, 128-channel net, whole image).
+    Paper,
+    /// A short run for software adapters: centre crop of at most 32x32 LR pixels, 300 DIP steps.
+    Quick,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum KernelUpdateArg {
+    Adam,
+    Langevin,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum PriorArg {
+    Gaussian,
+    Motion,
+}
+
+#[derive(Args)]
+pub struct DipArgs {
+    /// LR image, or a folder of them (or a `dkp prepare` output folder, whose HR images and GT
+    /// kernels are then used for evaluation). Without it: the embedded Set5 butterfly at x2.
+    pub input: Option<PathBuf>,
+    /// Scale factor: 2, 3, 4 or 8.
+    #[arg(long)]
+    pub sf: Option<usize>,
+    /// Output folder.
+    #[arg(long, default_value = "dkp-out")]
+    pub out: PathBuf,
+    /// HR image (single input) or folder of HR images with the same names, for PSNR/SSIM.
+    #[arg(long)]
+    pub hr: Option<PathBuf>,
+    /// Ground-truth kernel (.txt/.mat) or folder of them, for kernel PSNR.
+    #[arg(long = "kernel-gt")]
+    pub kernel_gt: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub preset: Preset,
+    /// Override the number of DIP steps (the schedule is scaled proportionally).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Centre-crop the LR input to at most this many pixels per side.
+    #[arg(long)]
+    pub crop: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long = "kernel-update", value_enum, default_value = "adam")]
+    pub kernel_update: KernelUpdateArg,
+    /// Langevin step size eta.
+    #[arg(long = "langevin-step", default_value_t = 1e-4)]
+    pub langevin_step: f32,
+    /// Langevin noise scale tau.
+    #[arg(long = "langevin-noise", default_value_t = 1.0)]
+    pub langevin_noise: f32,
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub prior: PriorArg,
+    /// DIP learning rate.
+    #[arg(long = "dip-lr")]
+    pub dip_lr: Option<f32>,
+    /// Overwrite existing results in the output folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the per-shader GPU time table at the end.
+    #[arg(long)]
+    pub profile: bool,
+    /// Write a chrome trace of the profiled dispatches to this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+struct Job {
+    name: String,
+    lr: RgbImage,
+    hr: Option<RgbImage>,
+    kernel: Option<Kernel>,
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
+}
+
+fn find_same_name(dir: &Path, name: &str, exts: &[&str]) -> Option<PathBuf> {
+    exts.iter()
+        .map(|e| dir.join(format!("{name}.{e}")))
+        .find(|p| p.is_file())
+}
+
+fn collect_jobs(args: &DipArgs, sf: usize) -> Result<Vec<Job>> {
+    let Some(input) = &args.input else {
+        let lr = decode_rgb_bytes(DEFAULT_LR, "embedded butterfly_x2_lr.png")?;
+        let hr = decode_rgb_bytes(DEFAULT_HR, "embedded butterfly_hr.png")?;
+        let kernel = kernel_from_text(DEFAULT_KERNEL)
+            .map_err(|e| anyhow::anyhow!("embedded kernel: {e}"))?;
+        return Ok(vec![Job {
+            name: "butterfly".into(),
+            lr,
+            hr: Some(hr),
+            kernel: Some(kernel),
+        }]);
+    };
+    if !input.exists() {
+        bail!("{}: no such file or folder", input.display());
+    }
+    let (lr_files, hr_dir, k_dir): (Vec<PathBuf>, Option<PathBuf>, Option<PathBuf>) =
+        if input.is_dir() {
+            let prepared = input.join(format!("lr_x{sf}"));
+            if prepared.is_dir() {
+                let hr = input.join("HR");
+                let k = input.join(format!("gt_k_x{sf}"));
+                (
+                    crate::cli::prepare::list_images(&prepared)?,
+                    args.hr.clone().or(hr.is_dir().then_some(hr)),
+                    args.kernel_gt.clone().or(k.is_dir().then_some(k)),
+                )
+            } else {
+                (
+                    crate::cli::prepare::list_images(input)?,
+                    args.hr.clone(),
+                    args.kernel_gt.clone(),
+                )
+            }
+        } else {
+            (vec![input.clone()], None, None)
+        };
+    if lr_files.is_empty() {
+        bail!("{}: no PNG or JPEG images found", input.display());
+    }
+    let mut jobs = Vec::new();
+    for f in lr_files {
+        let name = stem(&f);
+        let lr = load_rgb(&f)?;
+        let hr_path = match (&hr_dir, input.is_dir()) {
+            (Some(d), _) => find_same_name(d, &name, &["png", "jpg", "jpeg"]),
+            (None, false) => args.hr.clone(),
+            _ => None,
+        };
+        let k_path = match (&k_dir, input.is_dir()) {
+            (Some(d), _) => find_same_name(d, &name, &["mat", "txt"]),
+            (None, false) => args.kernel_gt.clone(),
+            _ => None,
+        };
+        let hr = hr_path.map(|p| load_rgb(&p)).transpose()?;
+        let kernel = k_path.map(|p| read_kernel(&p)).transpose()?;
+        jobs.push(Job {
+            name,
+            lr,
+            hr,
+            kernel,
+        });
+    }
+    Ok(jobs)
+}
+
+fn centre_crop(job: &mut Job, max_side: usize, sf: usize) -> Result<bool> {
+    let (w, h) = (job.lr.width, job.lr.height);
+    if w <= max_side && h <= max_side {
+        return Ok(false);
+    }
+    let (nw, nh) = (w.min(max_side), h.min(max_side));
+    let (top, left) = ((h - nh) / 2, (w - nw) / 2);
+    job.lr = job.lr.crop(top, left, nh, nw)?;
+    if let Some(hr) = &job.hr {
+        let hr = modcrop(hr, sf);
+        if hr.width == sf * w && hr.height == sf * h {
+            job.hr = Some(hr.crop(sf * top, sf * left, sf * nh, sf * nw)?);
+        } else {
+            job.hr = None;
+        }
+    }
+    Ok(true)
+}
+
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    dkp_version: &'static str,
+    image: &'a str,
+    preset: String,
+    adapter: &'a dkp::gpu::AdapterSummary,
+    config: &'a DipDkpConfig,
+    prior: String,
+    lr_size: [usize; 2],
+    sr_size: [usize; 2],
+    seconds: f64,
+    seconds_per_step: f64,
+    parameters: usize,
+    peak_gpu_memory_mib: f64,
+    psnr: Option<f64>,
+    ssim: Option<f64>,
+    kernel_psnr: Option<f64>,
+    logs: &'a [StepLog],
+    outputs: Vec<String>,
+}
+
+pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
+    let sf = match (&args.input, args.sf) {
+        (None, Some(s)) if s != 2 => {
+            bail!("the embedded default image is a x2 input; give an INPUT to use --sf {s}")
+        }
+        (None, _) => 2,
+        (Some(_), s) => s.unwrap_or(4),
+    };
+    if ![2, 3, 4, 8].contains(&sf) {
+        bail!("--sf must be 2, 3, 4 or 8 (got {sf})");
+    }
+    let mut opts = opts.clone();
+    opts.profile = args.profile || args.trace.is_some();
+    opts.trace = args.trace.is_some();
+    let ctx: Arc<Context> = Context::new(&opts)?;
+    let preset = match args.preset {
+        Preset::Auto if ctx.is_software() => {
+            eprintln!(
+                "note: `{}` is a software adapter; using the quick preset (LR centre crop <= 32x32, 300 DIP steps). Use --preset paper for the full setting.",
+                ctx.summary.name
+            );
+            Preset::Quick
+        }
+        Preset::Auto => Preset::Paper,
+        p => p,
+    };
+    let mut cfg = DipDkpConfig::paper(sf);
+    let mut crop = args.crop;
+    if preset == Preset::Quick {
+        cfg = cfg.with_steps(300);
+        crop = Some(crop.unwrap_or(32).min(32));
+    }
+    if let Some(n) = args.iters {
+        cfg = cfg.with_steps(n);
+    }
+    cfg.seed = args.seed;
+    if let Some(lr) = args.dip_lr {
+        cfg.dip_lr = lr;
+    }
+    if args.kernel_update == KernelUpdateArg::Langevin {
+        cfg.kernel_update = KernelUpdate::Langevin {
+            step: args.langevin_step,
+            noise: args.langevin_noise,
+        };
+    }
+    let prior_kind = match args.prior {
+        PriorArg::Gaussian => PriorKind::Gaussian,
+        PriorArg::Motion => PriorKind::MotionLine,
+    };
+
+    let mut jobs = collect_jobs(args, sf)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // Refuse to overwrite anything before doing any work.
+    if !args.force {
+        let mut clash = Vec::new();
+        for j in &jobs {
+            for suffix in ["sr.png", "kernel.txt", "report.json"] {
+                let p = args.out.join(format!("{}_{suffix}", j.name));
+                if p.exists() {
+                    clash.push(p.display().to_string());
+                }
+            }
+        }
+        if !clash.is_empty() {
+            bail!(
+                "refusing to overwrite existing results (use --force): {}",
+                clash.join(", ")
+            );
+        }
+    }
+    let min_lr = cfg.net.min_side().div_ceil(sf);
+    let mut summary = Vec::new();
+    for job in &mut jobs {
+        if let Some(c) = crop {
+            if centre_crop(job, c, sf)? {
+                eprintln!(
+                    "{}: LR centre-cropped to {}x{}",
+                    job.name, job.lr.width, job.lr.height
+                );
+            }
+        }
+        let (w, h) = (job.lr.width, job.lr.height);
+        if w < min_lr || h < min_lr {
+            bail!(
+                "{}: the LR image is {w}x{h}; at x{sf} the network needs at least {min_lr}x{min_lr} LR pixels",
+                job.name
+            );
+        }
+        if let Some(k) = &job.kernel
+            && k.size != cfg.k_size
+        {
+            eprintln!(
+                "{}: the GT kernel is {}x{} but x{sf} estimates {}x{}; kernel PSNR skipped",
+                job.name, k.size, k.size, cfg.k_size, cfg.k_size
+            );
+            job.kernel = None;
+        }
+        let lr: Vec<f32> = job.lr.data.iter().map(|&v| v as f32).collect();
+        let total = cfg.total_steps() as u64;
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(job.name.clone());
+        let mut prior = make_prior(prior_kind, sf, args.seed as u32);
+        let gt = GroundTruth {
+            hr: job.hr.as_ref(),
+            kernel: job.kernel.as_ref().map(|k| k.data.as_slice()),
+        };
+        let name = job.name.clone();
+        let mut on_progress = |step: usize, log: Option<&StepLog>| {
+            bar.set_position(step as u64 + 1);
+            if let Some(l) = log {
+                let mut msg = format!("loss {:.4e}", l.image_loss);
+                if let Some(p) = l.psnr {
+                    msg += &format!(" PSNR {p:.2} dB");
+                }
+                if let Some(p) = l.kernel_psnr {
+                    msg += &format!(" kPSNR {p:.2} dB");
+                }
+                bar.set_message(msg.clone());
+                if bar.is_hidden() {
+                    log::info!("{name}: step {} {msg}", l.step + 1);
+                }
+            }
+        };
+        let out = dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut on_progress)
+            .with_context(|| format!("{}: DIP-DKP failed", job.name))?;
+        bar.finish_and_clear();
+
+        // ---- outputs (each written atomically) ----
+        let (sw, sh) = (sf * w, sf * h);
+        let sr = dip_dkp::to_rgb_image(&out.sr, sw, sh)?;
+        let mut outputs = Vec::new();
+        let p_sr = args.out.join(format!("{}_sr.png", job.name));
+        save_png(&p_sr, &sr, Quantize::Round)?;
+        outputs.push(p_sr.display().to_string());
+        let kern = Kernel::new(cfg.k_size, out.kernel.iter().map(|&v| v as f64).collect())?;
+        let p_kt = args.out.join(format!("{}_kernel.txt", job.name));
+        write_kernel_txt(&p_kt, &kern)?;
+        let p_km = args.out.join(format!("{}_kernel.mat", job.name));
+        write_kernel_mat(&p_km, &kern)?;
+        let p_kp = args.out.join(format!("{}_kernel.png", job.name));
+        write_kernel_png(&p_kp, &kern, 16)?;
+        outputs.extend([p_kt, p_km, p_kp].iter().map(|p| p.display().to_string()));
+        let score = match &job.hr {
+            Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(hr, &sr, sf)?),
+            None => None,
+        };
+        let kernel_psnr = match &job.kernel {
+            Some(k) => Some(dkp::dkp::metrics::kernel_psnr(&k.data, &kern.data)?),
+            None => None,
+        };
+        if !out.logs.is_empty() {
+            let xs: Vec<f64> = out.logs.iter().map(|l| l.step as f64).collect();
+            let loss: Vec<f64> = out.logs.iter().map(|l| l.image_loss as f64).collect();
+            let mut series = vec![dkp::io::plot::Series {
+                xs: &xs,
+                ys: &loss,
+                log: true,
+                color: [200, 40, 40],
+            }];
+            let psnr: Vec<f64> = out
+                .logs
+                .iter()
+                .map(|l| l.psnr.unwrap_or(f64::NAN))
+                .collect();
+            let kpsnr: Vec<f64> = out
+                .logs
+                .iter()
+                .map(|l| l.kernel_psnr.unwrap_or(f64::NAN))
+                .collect();
+            if job.hr.is_some() {
+                series.push(dkp::io::plot::Series {
+                    xs: &xs,
+                    ys: &psnr,
+                    log: false,
+                    color: [30, 90, 200],
+                });
+            }
+            if job.kernel.is_some() {
+                series.push(dkp::io::plot::Series {
+                    xs: &xs,
+                    ys: &kpsnr,
+                    log: false,
+                    color: [30, 150, 60],
+                });
+            }
+            let p_plot = args.out.join(format!("{}_curves.png", job.name));
+            dkp::io::plot::write(&p_plot, &series)?;
+            outputs.push(p_plot.display().to_string());
+        }
+        let report = Report {
+            dkp_version: env!("CARGO_PKG_VERSION"),
+            image: &job.name,
+            preset: format!("{preset:?}").to_lowercase(),
+            adapter: &ctx.summary,
+            config: &cfg,
+            prior: format!("{prior_kind:?}"),
+            lr_size: [h, w],
+            sr_size: [sh, sw],
+            seconds: out.seconds,
+            seconds_per_step: out.seconds / cfg.total_steps().max(1) as f64,
+            parameters: out.parameters,
+            peak_gpu_memory_mib: ctx.memory().peak_in_use as f64 / (1 << 20) as f64,
+            psnr: score.map(|s| s.psnr),
+            ssim: score.map(|s| s.ssim),
+            kernel_psnr,
+            logs: &out.logs,
+            outputs: outputs.clone(),
+        };
+        let p_rep = args.out.join(format!("{}_report.json", job.name));
+        write_atomic(&p_rep, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        let mut line = format!(
+            "{}: {}x{} -> {}x{} in {:.1} s",
+            job.name, w, h, sw, sh, out.seconds
+        );
+        if let Some(s) = score {
+            line += &format!(", PSNR {:.2} dB, SSIM {:.4}", s.psnr, s.ssim);
+        }
+        if let Some(k) = kernel_psnr {
+            line += &format!(", kernel PSNR {k:.2} dB");
+        }
+        println!("{line}");
+        println!("  wrote {} and {}", p_sr.display(), p_rep.display());
+        summary.push((job.name.clone(), score, kernel_psnr, out.seconds));
+    }
+    if summary.len() > 1 {
+        let n = summary.len() as f64;
+        let mean = |f: &dyn Fn(
+            &(
+                String,
+                Option<dkp::dkp::metrics::ImageScore>,
+                Option<f64>,
+                f64,
+            ),
+        ) -> Option<f64>| {
+            let v: Vec<f64> = summary.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        println!(
+            "mean over {n} images: PSNR {:?} SSIM {:?} kernel PSNR {:?}, {:.1} s/image",
+            mean(&|r| r.1.map(|s| s.psnr)),
+            mean(&|r| r.1.map(|s| s.ssim)),
+            mean(&|r| r.2),
+            summary.iter().map(|r| r.3).sum::<f64>() / n
+        );
+    }
+    if opts.profile {
+        if let Some(t) = ctx.with_profiler(|p| p.table()) {
+            println!("\n{t}");
+        }
+        if let Some(path) = &args.trace
+            && let Some(tr) = ctx.with_profiler(|p| p.chrome_trace())
+        {
+            write_atomic(path, tr.as_bytes())?;
+        }
+    }
+    Ok(())
+}
