@@ -10,7 +10,8 @@ pub use crate::kernels::norm::{
     batch_norm, batch_norm_leaky_relu, batch_norm_stats, group_norm, group_norm_silu,
 };
 pub use crate::kernels::resample::{
-    avg_pool2x2, bicubic_resize, max_pool2x2, upsample_bilinear2x, upsample_nearest,
+    avg_pool2x2, bicubic_resize, max_pool2x2, upsample_bilinear2x, upsample_bilinear2x_tuned,
+    upsample_nearest,
 };
 pub use crate::kernels::shape::{
     PadMode2d, concat, crop2d, pad2d, roll2d, slice, subsample, zero_insert_upsample,
