@@ -21,13 +21,13 @@
 // spec:begin
 const WG: u32 = 256u;
 const ACT: u32 = 0u;
-const EPT: u32 = 4u;
+const EPT: u32 = 8u;
 // spec:end
 
 // ACT codes: 0 identity, 1 leaky_relu(slope), 2 silu.
 
 struct Params {
-    n: u32,        // invocations (partial passes) or elements (apply passes) in this dispatch
+    n: u32,        // invocations of the partial / final passes in this dispatch
     L: u32,        // elements per plane
     C: u32,        // channels
     P: u32,        // partials per plane

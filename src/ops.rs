@@ -18,7 +18,8 @@ pub use crate::kernels::norm::{
 };
 pub use crate::kernels::reduce::{max_dim, mean_all, mean_dims, sum_all, sum_dims};
 pub use crate::kernels::resample::{
-    avg_pool2x2, bicubic_resize, max_pool2x2, upsample_bilinear2x, upsample_nearest,
+    avg_pool2x2, bicubic_resize, max_pool2x2, upsample_bilinear2x, upsample_bilinear2x_tuned,
+    upsample_nearest,
 };
 pub use crate::kernels::shape::{
     PadMode2d, concat, crop2d, pad2d, roll2d, slice, subsample, zero_insert_upsample,

@@ -5,6 +5,11 @@
 //! one write of y). Backward: partial sums of g and g*xhat (one pass over g and x) -> per-set
 //! and per-channel merge (which also yields dgamma/dbeta) -> input gradient (one pass over g and
 //! x, one write). Tensors larger than the binding limit are processed in whole-plane chunks.
+//!
+//! One tuning serves both adapter kinds: the partial passes read lane-contiguous addresses
+//! without workgroup memory or barriers (what lavapipe wants, and coalesced on GPUs), and the
+//! apply passes give each workgroup 8 * 256 elements of one plane so the per-plane values are
+//! workgroup-uniform (scalar loads on lavapipe).
 
 use bytemuck::{Pod, Zeroable};
 

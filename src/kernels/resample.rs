@@ -6,12 +6,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{KernelKey, Tuning};
 use crate::kernels::shape::plane_chunks;
 use crate::tensor::Tensor;
 
 const FAMILY: &str = "resample";
 const WG: u32 = 256;
+/// Elements per invocation (a workgroup covers WG * EPT consecutive written elements).
+const EPT: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -26,12 +28,15 @@ struct Params {
     wo: u32,
     scale_h: f32,
     scale_w: f32,
+    sq: u32,
+    sy: u32,
+    sx: u32,
     _p0: u32,
-    _p1: u32,
 }
 
-const ENTRIES: [&str; 10] = [
+const ENTRIES: [&str; 11] = [
     "bilinear_fwd",
+    "bilinear2x_fwd_blocked",
     "bilinear2x_bwd",
     "bicubic_fwd",
     "bicubic_bwd",
@@ -44,7 +49,7 @@ const ENTRIES: [&str; 10] = [
 ];
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG)
+    KernelKey::new(FAMILY, entry).u32("WG", WG).u32("EPT", EPT)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).
@@ -70,6 +75,21 @@ fn planes_hw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     }
     let n = s.len();
     Ok((s[..n - 2].iter().product(), s[n - 2], s[n - 1]))
+}
+
+/// Params fields for iterating over planes of rows x cols written elements: the digits of WG
+/// in that radix, and the workgroup count for n elements.
+fn stepping(rows: usize, cols: usize) -> (u32, u32, u32) {
+    let wg = WG as usize;
+    (
+        (wg / (rows * cols)) as u32,
+        ((wg / cols) % rows) as u32,
+        (wg % cols) as u32,
+    )
+}
+
+fn groups_for(n: usize) -> u64 {
+    (n as u64).div_ceil((WG * EPT) as u64)
 }
 
 fn with_hw(shape: &[usize], h: usize, w: usize) -> Vec<usize> {
@@ -119,10 +139,10 @@ fn run(
     flops_per: f64,
     reads_per: f64,
 ) -> Result<Tensor> {
-    let (rpl, wpl) = if backward {
-        (geo.ho * geo.wo, geo.h * geo.w)
+    let (rpl, wpl, (sq, sy, sx)) = if backward {
+        (geo.ho * geo.wo, geo.h * geo.w, stepping(geo.h, geo.w))
     } else {
-        (geo.h * geo.w, geo.ho * geo.wo)
+        (geo.h * geo.w, geo.ho * geo.wo, stepping(geo.ho, geo.wo))
     };
     let ctx = read.ctx();
     let out = Tensor::empty(ctx, write_shape)?;
@@ -133,9 +153,12 @@ fn run(
             n: n as u32,
             offa: ch.offs[0],
             offb: ch.offs[1],
+            sq,
+            sy,
+            sx,
             ..geo.params()
         };
-        let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
+        let groups = ctx.grid(op, groups_for(n))?;
         ctx.dispatch(
             op,
             &k,
@@ -149,10 +172,53 @@ fn run(
     Ok(out)
 }
 
+/// The software-tuned x2 forward: one invocation per input pixel writes its 2x2 outputs.
+fn bilinear2x_blocked(
+    op: &'static str,
+    geo: &Geo,
+    x: &Tensor,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let ctx = x.ctx();
+    let y = Tensor::empty(ctx, out_shape)?;
+    let (ipl, opl) = (geo.h * geo.w, geo.ho * geo.wo);
+    let (sq, sy, sx) = stepping(geo.h, geo.w);
+    let k = key("bilinear2x_fwd_blocked");
+    for ch in plane_chunks(op, &[(x, ipl), (&y, opl)], geo.np)? {
+        let n = ch.np * ipl;
+        let p = Params {
+            n: n as u32,
+            offa: ch.offs[0],
+            offb: ch.offs[1],
+            sq,
+            sy,
+            sx,
+            ..geo.params()
+        };
+        let groups = ctx.grid(op, groups_for(n))?;
+        ctx.dispatch(
+            op,
+            &k,
+            bytemuck::bytes_of(&p),
+            &[ch.ranges[0].clone(), ch.ranges[1].clone()],
+            groups,
+            28.0 * n as f64,
+            20.0 * n as f64,
+        )?;
+    }
+    Ok(y)
+}
+
 /// PyTorch `nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False)` on the last two
 /// dims: source coordinate `(dst + 0.5) / 2 - 0.5` clamped at 0, neighbours clamped to n-1.
 /// Differentiable.
 pub fn upsample_bilinear2x(x: &Tensor) -> Result<Tensor> {
+    upsample_bilinear2x_tuned(x, x.ctx().tuning)
+}
+
+/// `upsample_bilinear2x` with an explicit kernel tuning (tests run both on any adapter):
+/// `Software` = 2x2 outputs per invocation, `Gpu` = one output per invocation.
+pub fn upsample_bilinear2x_tuned(x: &Tensor, tuning: Tuning) -> Result<Tensor> {
     let op = "upsample_bilinear2x";
     let (np, h, w) = planes_hw(op, x)?;
     let geo = Geo {
@@ -164,16 +230,11 @@ pub fn upsample_bilinear2x(x: &Tensor) -> Result<Tensor> {
         f: 2,
     };
     let in_shape = x.shape().to_vec();
-    let y = run(
-        op,
-        "bilinear_fwd",
-        &geo,
-        x,
-        &with_hw(&in_shape, 2 * h, 2 * w),
-        false,
-        7.0,
-        4.0,
-    )?;
+    let out_shape = with_hw(&in_shape, 2 * h, 2 * w);
+    let y = match tuning {
+        Tuning::Software => bilinear2x_blocked(op, &geo, x, &out_shape)?,
+        Tuning::Gpu => run(op, "bilinear_fwd", &geo, x, &out_shape, false, 7.0, 4.0)?,
+    };
     if needs_grad(&[x]) {
         record(op, &[x], &y, move |g| {
             Ok(vec![Some(run(
@@ -345,16 +406,20 @@ fn maxpool_backward(geo: &Geo, x: &Tensor, g: &Tensor) -> Result<Tensor> {
     let gx = Tensor::empty(ctx, x.shape())?;
     let (ipl, opl) = (geo.h * geo.w, geo.ho * geo.wo);
     let k = key("maxpool_bwd");
+    let (sq, sy, sx) = stepping(geo.h, geo.w);
     for ch in plane_chunks(op, &[(x, ipl), (&gx, ipl), (g, opl)], geo.np)? {
         let n = ch.np * ipl;
         let p = Params {
             n: n as u32,
             offa: ch.offs[0],
             offb: ch.offs[2],
+            sq,
+            sy,
+            sx,
             ..geo.params()
         };
         debug_assert_eq!(ch.offs[0], ch.offs[1]);
-        let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
+        let groups = ctx.grid(op, groups_for(n))?;
         ctx.dispatch(
             op,
             &k,

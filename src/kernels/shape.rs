@@ -13,6 +13,8 @@ use crate::tensor::Tensor;
 
 const FAMILY: &str = "shape";
 const WG: u32 = 256;
+/// Elements per invocation (a workgroup covers WG * EPT consecutive written elements).
+const EPT: u32 = 8;
 
 /// Contiguous runs at least this long (and few enough) are moved with buffer copies, which have
 /// no binding limit and run at memcpy speed.
@@ -44,10 +46,29 @@ struct Params {
     sh: u32,
     sw: u32,
     sf: u32,
+    ga: [u32; 4],
+    gb: [u32; 4],
 }
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG)
+    KernelKey::new(FAMILY, entry).u32("WG", WG).u32("EPT", EPT)
+}
+
+/// Digits of WG in the mixed radix `dims` (outermost first; the outermost digit is not
+/// reduced), as the shader's (ga, gb) step vectors for a 6-D right-aligned index space.
+fn wg_digits(dims: &[usize; 6]) -> ([u32; 4], [u32; 4]) {
+    let mut d = [0u32; 6];
+    let mut r = WG as usize;
+    for k in (1..6).rev() {
+        d[k] = (r % dims[k].max(1)) as u32;
+        r /= dims[k].max(1);
+    }
+    d[0] = r as u32;
+    ([d[0], d[1], d[2], d[3]], [d[4], d[5], 0, 0])
+}
+
+fn groups_for(n: usize) -> u64 {
+    (n as u64).div_ceil((WG * EPT) as u64)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).
@@ -149,7 +170,7 @@ fn plane_op(
     src: &Tensor,
     src_pl: usize,
     dst: &Tensor,
-    dst_pl: usize,
+    (rows, cols): (usize, usize),
     nplanes: usize,
     base: Params,
     flops_per: f64,
@@ -157,6 +178,8 @@ fn plane_op(
     if dst.numel() == 0 {
         return Ok(());
     }
+    let dst_pl = rows * cols;
+    let (ga, gb) = wg_digits(&[1, 1, 1, usize::MAX, rows, cols]);
     let ctx = dst.ctx();
     for ch in plane_chunks(op, &[(src, src_pl), (dst, dst_pl)], nplanes)? {
         let n = ch.np * dst_pl;
@@ -164,9 +187,11 @@ fn plane_op(
             n: n as u32,
             offa: ch.offs[0],
             offb: ch.offs[1],
+            ga,
+            gb,
             ..base
         };
-        let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
+        let groups = ctx.grid(op, groups_for(n))?;
         ctx.dispatch(
             op,
             k,
@@ -347,6 +372,7 @@ fn strided_copy(
             (sr, so, dr, do_)
         };
         let u = |v: usize| v as u32;
+        let (ga, gb) = wg_digits(&dd);
         let p = Params {
             n: u(n),
             offa: u(so),
@@ -357,9 +383,11 @@ fn strided_copy(
             sb: [u(s6[4]), u(s6[5]), 0, 0],
             ta: [u(t6[0]), u(t6[1]), u(t6[2]), u(t6[3])],
             tb: [u(t6[4]), u(t6[5]), 0, 0],
+            ga,
+            gb,
             ..Default::default()
         };
-        let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
+        let groups = ctx.grid(op, groups_for(n))?;
         ctx.dispatch(
             op,
             &k,
@@ -426,7 +454,7 @@ fn unslice_raw(g: &Tensor, dim: usize, start: usize, full: usize) -> Result<Tens
         g,
         len * inner,
         &y,
-        full * inner,
+        (full, inner),
         outer,
         base,
         0.0,
@@ -620,7 +648,7 @@ fn pad2d_raw(x: &Tensor, pads: [usize; 4], mode: PadMode2d, value: f32) -> Resul
         x,
         h * w,
         &y,
-        ho * wo,
+        (ho, wo),
         np,
         base,
         0.0,
@@ -661,7 +689,7 @@ fn pad2d_backward(
         g,
         ho * wo,
         &gx,
-        h * w,
+        (h, w),
         np,
         base,
         1.0,
@@ -755,7 +783,7 @@ fn zero_insert_raw(
         x,
         h * w,
         &y,
-        ho * wo,
+        (ho, wo),
         np,
         base,
         0.0,
@@ -821,7 +849,7 @@ fn roll_raw(x: &Tensor, sh: usize, sw: usize) -> Result<Tensor> {
         sw: sw as u32,
         ..Default::default()
     };
-    plane_op("roll2d", &key("roll"), x, h * w, &y, h * w, np, base, 0.0)?;
+    plane_op("roll2d", &key("roll"), x, h * w, &y, (h, w), np, base, 0.0)?;
     Ok(y)
 }
 

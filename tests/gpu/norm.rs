@@ -252,3 +252,81 @@ fn bad_shapes_are_errors_naming_op_and_shapes() {
         "{e}"
     );
 }
+
+#[test]
+fn batch_norm_beyond_the_binding_limit() {
+    let Some(ctx) = ctx() else { return };
+    // the DIP's BN144 after the level-0 concat: [1,144,512,512] = 151 MB > 128 MiB, so the
+    // passes run in whole-plane chunks (127 + 17 planes on lavapipe)
+    let (c, hw) = (144usize, 512 * 512);
+    if ((c * hw * 4) as u64) <= ctx.max_binding() {
+        eprintln!("adapter binding limit is large; split path not exercised");
+        return;
+    }
+    let pat = hashed(hw, 7919, -1.0, 2.0);
+    let gpat = hashed(hw, 104729, -0.5, 1.0);
+    let xval = |k: usize, i: usize| pat[i] * (1 + k % 5) as f32 + k as f32 * 0.25;
+    let gval = |k: usize, i: usize| gpat[(i + 31 * k) % hw];
+    let mut xv = Vec::with_capacity(c * hw);
+    let mut gv = Vec::with_capacity(c * hw);
+    for k in 0..c {
+        xv.extend((0..hw).map(|i| xval(k, i)));
+        gv.extend((0..hw).map(|i| gval(k, i)));
+    }
+    let shape = [1, c, 512, 512];
+    let x = Tensor::from_slice(&ctx, &xv, &shape).unwrap().into_param();
+    let g = Tensor::from_slice(&ctx, &gv, &shape).unwrap();
+    drop((xv, gv));
+    let gmv: Vec<f32> = (0..c).map(|k| 0.5 + (k % 3) as f32 * 0.25).collect();
+    let gm = Tensor::from_slice(&ctx, &gmv, &[c]).unwrap().into_param();
+    let bt = Tensor::full(&ctx, &[c], 0.1).unwrap().into_param();
+    let y = norm::batch_norm_leaky_relu(&x, &gm, &bt, 1e-5, 0.2).unwrap();
+    let grads = autograd::backward_with(&y, g).unwrap();
+    // read back only the checked channels (sliced on the GPU)
+    let _ng = autograd::no_grad(&ctx);
+    let chan = |t: &Tensor, k: usize| dkp::ops::slice(t, 1, k, 1).unwrap().to_vec().unwrap();
+    let gx = grads.get(&x).unwrap();
+    let ggv = grads.get(&gm).unwrap().to_vec().unwrap();
+    let gbv = grads.get(&bt).unwrap().to_vec().unwrap();
+    for k in [0, 1, 126, 127, 128, 143] {
+        // f64 reference of channel k (one plane, N = 1)
+        let xs: Vec<f64> = (0..hw).map(|i| xval(k, i) as f64).collect();
+        let mean = xs.iter().sum::<f64>() / hw as f64;
+        let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / hw as f64;
+        let rstd = 1.0 / (var + 1e-5).sqrt();
+        let (gmk, btk) = (gmv[k] as f64, 0.1f32 as f64);
+        let xh: Vec<f64> = xs.iter().map(|v| (v - mean) * rstd).collect();
+        let z: Vec<f64> = xh.iter().map(|v| v * gmk + btk).collect();
+        let gz: Vec<f64> = (0..hw)
+            .map(|i| gval(k, i) as f64 * if z[i] > 0.0 { 1.0 } else { 0.2 })
+            .collect();
+        let sg: f64 = gz.iter().sum();
+        let sgx: f64 = gz.iter().zip(&xh).map(|(a, b)| a * b).sum();
+        let want_y: Vec<f32> = z.iter().map(|&v| leaky(v) as f32).collect();
+        let want_gx: Vec<f32> = (0..hw)
+            .map(|i| (gmk * rstd * (gz[i] - sg / hw as f64 - xh[i] * sgx / hw as f64)) as f32)
+            .collect();
+        assert_close(&format!("y channel {k}"), &chan(&y, k), &want_y, 1e-4, 1e-4);
+        assert_close(
+            &format!("gx channel {k}"),
+            &chan(gx, k),
+            &want_gx,
+            1e-3,
+            1e-5,
+        );
+        assert_close(
+            &format!("dbeta {k}"),
+            &gbv[k..k + 1],
+            &[sg as f32],
+            1e-4,
+            1e-2,
+        );
+        assert_close(
+            &format!("dgamma {k}"),
+            &ggv[k..k + 1],
+            &[sgx as f32],
+            1e-4,
+            1e-2,
+        );
+    }
+}
