@@ -145,10 +145,6 @@ pub struct DipSkip {
     pub params: ParamStore,
 }
 
-fn lrelu(x: Tensor) -> Result<Tensor> {
-    ops::leaky_relu(&x, SLOPE)
-}
-
 impl DipSkip {
     /// Build with PyTorch default initialization drawn from `rng`.
     pub fn new(ctx: &Arc<Context>, config: DipConfig, rng: &mut Rng) -> Result<Self> {
@@ -292,20 +288,20 @@ impl DipSkip {
 
     fn level(&self, l: usize, x: &Tensor) -> Result<Tensor> {
         let lv = &self.levels[l];
-        let s = lrelu(lv.skip_bn.forward(&lv.skip_conv.forward(x)?)?)?;
-        let mut d = lrelu(lv.bn1.forward(&lv.conv_down.forward(x)?)?)?;
+        let s = lv.skip_bn.forward_leaky_relu(&lv.skip_conv.forward(x)?, SLOPE)?;
+        let mut d = lv.bn1.forward_leaky_relu(&lv.conv_down.forward(x)?, SLOPE)?;
         if let Some(nl) = &lv.nonlocal {
             d = nl.forward(&d)?;
         }
-        d = lrelu(lv.bn2.forward(&lv.conv.forward(&d)?)?)?;
+        d = lv.bn2.forward_leaky_relu(&lv.conv.forward(&d)?, SLOPE)?;
         if l + 1 < self.levels.len() {
             d = self.level(l + 1, &d)?;
         }
         let d = ops::upsample_bilinear2x(&d)?;
         let h = concat_center_cropped(&s, &d)?;
         let h = lv.bn_cat.forward(&h)?;
-        let h = lrelu(lv.bn_up.forward(&lv.conv_up.forward(&h)?)?)?;
-        lrelu(lv.bn_1x1.forward(&lv.conv1x1.forward(&h)?)?)
+        let h = lv.bn_up.forward_leaky_relu(&lv.conv_up.forward(&h)?, SLOPE)?;
+        lv.bn_1x1.forward_leaky_relu(&lv.conv1x1.forward(&h)?, SLOPE)
     }
 
     /// `sigmoid(out(Level_0(z)))`.

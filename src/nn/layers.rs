@@ -88,6 +88,11 @@ impl BatchNorm2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::batch_norm(x, &self.gamma, &self.beta, self.eps)
     }
+
+    /// `leaky_relu(bn(x), slope)` in one fused pass (forward and backward).
+    pub fn forward_leaky_relu(&self, x: &Tensor, slope: f32) -> Result<Tensor> {
+        ops::batch_norm_leaky_relu(x, &self.gamma, &self.beta, self.eps, slope)
+    }
 }
 
 pub struct Linear {
