@@ -82,6 +82,10 @@ pub struct DipArgs {
     /// DIP learning rate.
     #[arg(long = "dip-lr")]
     pub dip_lr: Option<f32>,
+    /// Width of the DIP network (channels per level; the paper uses 128). Skip branches get
+    /// channels/8 (16 for 128).
+    #[arg(long)]
+    pub channels: Option<usize>,
     /// Overwrite existing results in the output folder.
     #[arg(long)]
     pub force: bool,
@@ -256,6 +260,13 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     cfg.seed = args.seed;
     if let Some(lr) = args.dip_lr {
         cfg.dip_lr = lr;
+    }
+    if let Some(c) = args.channels {
+        if c < 2 {
+            bail!("--channels must be at least 2");
+        }
+        cfg.net.channels = c;
+        cfg.net.skip = (c / 8).max(1);
     }
     if args.kernel_update == KernelUpdateArg::Langevin {
         cfg.kernel_update = KernelUpdate::Langevin {
