@@ -9,6 +9,7 @@ mod dip_model;
 mod elementwise;
 mod fft;
 mod loss;
+mod memory;
 mod matmul;
 mod norm;
 mod optim;
