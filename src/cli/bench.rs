@@ -131,6 +131,30 @@ fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
             }),
         });
     }
+    {
+        let z = rand_tensor(ctx, &mut rng, &[3, 256, 256, 2])?.into_param();
+        let g = rand_tensor(ctx, &mut rng, &[3, 256, 256, 2])?;
+        v.push(Case {
+            name: "fft2 3x256x256 complex (fwd + bwd)".into(),
+            run: Box::new(move || {
+                let y = ops::fft2(&z, false)?;
+                autograd::backward_with(&y, g.clone())?;
+                Ok(())
+            }),
+        });
+    }
+    {
+        let a = Tensor::from_slice(ctx, &rng.vec(3 * 256 * 256, 0.0, 1.0), &[1, 3, 256, 256])?.into_param();
+        let b = Tensor::from_slice(ctx, &rng.vec(3 * 256 * 256, 0.0, 1.0), &[1, 3, 256, 256])?;
+        v.push(Case {
+            name: "ssim loss 3x256x256 (fwd + bwd)".into(),
+            run: Box::new(move || {
+                let l = ops::ssim_loss(&a, &b)?;
+                autograd::backward(&l)?;
+                Ok(())
+            }),
+        });
+    }
     Ok(v)
 }
 

@@ -17,4 +17,3 @@ mod reduce;
 mod resample;
 mod shape;
 mod softmax;
-mod timing_fftloss;
