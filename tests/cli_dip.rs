@@ -19,13 +19,24 @@ fn pattern(x: u32, y: u32, c: u32) -> f32 {
 }
 
 fn write_rgb8(p: &Path, n: u32) {
-    ImageBuffer::from_fn(n, n, |x, y| Rgb([0, 1, 2].map(|c| (255.0 * pattern(x, y, c)) as u8)))
-        .save(p)
-        .unwrap();
+    ImageBuffer::from_fn(n, n, |x, y| {
+        Rgb([0, 1, 2].map(|c| (255.0 * pattern(x, y, c)) as u8))
+    })
+    .save(p)
+    .unwrap();
 }
 
 /// Fast settings: a narrow net and a few steps (the checks here are about the CLI).
-const FAST: &[&str] = &["--sf", "2", "--iters", "3", "--channels", "8", "--preset", "quick"];
+const FAST: &[&str] = &[
+    "--sf",
+    "2",
+    "--iters",
+    "3",
+    "--channels",
+    "8",
+    "--preset",
+    "quick",
+];
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -35,21 +46,48 @@ fn stderr_of(out: &std::process::Output) -> String {
 fn png_flavours_are_converted_and_outputs_written() {
     let dir = tempfile::tempdir().unwrap();
     let n = 24;
-    ImageBuffer::from_fn(n, n, |x, y| Luma([(255.0 * pattern(x, y, 0)) as u8])).save(dir.path().join("gray.png")).unwrap();
-    ImageBuffer::from_fn(n, n, |x, y| LumaA([(255.0 * pattern(x, y, 1)) as u8, 200])).save(dir.path().join("graya.png")).unwrap();
-    ImageBuffer::from_fn(n, n, |x, y| Rgba([0, 1, 2, 3].map(|c| (255.0 * pattern(x, y, c % 3)) as u8))).save(dir.path().join("rgba.png")).unwrap();
-    ImageBuffer::from_fn(n, n, |x, y| Rgb([0, 1, 2].map(|c| (65535.0 * pattern(x, y, c)) as u16))).save(dir.path().join("rgb16.png")).unwrap();
+    ImageBuffer::from_fn(n, n, |x, y| Luma([(255.0 * pattern(x, y, 0)) as u8]))
+        .save(dir.path().join("gray.png"))
+        .unwrap();
+    ImageBuffer::from_fn(n, n, |x, y| LumaA([(255.0 * pattern(x, y, 1)) as u8, 200]))
+        .save(dir.path().join("graya.png"))
+        .unwrap();
+    ImageBuffer::from_fn(n, n, |x, y| {
+        Rgba([0, 1, 2, 3].map(|c| (255.0 * pattern(x, y, c % 3)) as u8))
+    })
+    .save(dir.path().join("rgba.png"))
+    .unwrap();
+    ImageBuffer::from_fn(n, n, |x, y| {
+        Rgb([0, 1, 2].map(|c| (65535.0 * pattern(x, y, c)) as u16))
+    })
+    .save(dir.path().join("rgb16.png"))
+    .unwrap();
     let out = dir.path().join("out");
-    let o = dkp().arg(dir.path()).args(FAST).arg("--out").arg(&out).output().unwrap();
+    let o = dkp()
+        .arg(dir.path())
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     for name in ["gray", "graya", "rgba", "rgb16"] {
-        for suffix in ["sr.png", "kernel.txt", "kernel.mat", "kernel.png", "report.json"] {
+        for suffix in [
+            "sr.png",
+            "kernel.txt",
+            "kernel.mat",
+            "kernel.png",
+            "report.json",
+        ] {
             let p = out.join(format!("{name}_{suffix}"));
             assert!(p.is_file(), "missing {}", p.display());
         }
         let sr = image::open(out.join(format!("{name}_sr.png"))).unwrap();
         assert_eq!((sr.width(), sr.height()), (2 * n, 2 * n));
-        let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(format!("{name}_report.json"))).unwrap()).unwrap();
+        let rep: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("{name}_report.json"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(rep["sr_size"], serde_json::json!([48, 48]));
         assert!(rep["adapter"]["name"].is_string());
         assert!(rep["logs"].as_array().is_some_and(|l| !l.is_empty()));
@@ -64,11 +102,28 @@ fn existing_results_are_not_overwritten_without_force() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("a_sr.png"), b"precious").unwrap();
-    let o = dkp().arg(&img).args(FAST).arg("--out").arg(&out).output().unwrap();
+    let o = dkp()
+        .arg(&img)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    assert!(stderr_of(&o).contains("refusing to overwrite"), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr_of(&o)
+    );
     assert_eq!(std::fs::read(out.join("a_sr.png")).unwrap(), b"precious");
-    let o = dkp().arg(&img).args(FAST).arg("--out").arg(&out).arg("--force").output().unwrap();
+    let o = dkp()
+        .arg(&img)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .arg("--force")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert!(image::open(out.join("a_sr.png")).is_ok());
 }
@@ -78,7 +133,13 @@ fn bad_inputs_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     // missing file
-    let o = dkp().arg(dir.path().join("nope.png")).args(FAST).arg("--out").arg(&out).output().unwrap();
+    let o = dkp()
+        .arg(dir.path().join("nope.png"))
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(stderr_of(&o).contains("no such file"), "{}", stderr_of(&o));
     // corrupt PNG: a valid file cut in half
@@ -87,29 +148,75 @@ fn bad_inputs_get_clear_errors() {
     let bytes = std::fs::read(&good).unwrap();
     let bad = dir.path().join("bad.png");
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
-    let o = dkp().arg(&bad).args(FAST).arg("--out").arg(&out).output().unwrap();
+    let o = dkp()
+        .arg(&bad)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let e = stderr_of(&o);
     assert!(e.contains("bad.png") && !e.contains("panicked"), "{e}");
     // not an image at all
     let txt = dir.path().join("notes.png");
     std::fs::write(&txt, "hello").unwrap();
-    let o = dkp().arg(&txt).args(FAST).arg("--out").arg(&out).output().unwrap();
-    assert!(!o.status.success() && stderr_of(&o).contains("notes.png"), "{}", stderr_of(&o));
+    let o = dkp()
+        .arg(&txt)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr_of(&o).contains("notes.png"),
+        "{}",
+        stderr_of(&o)
+    );
     // too small for the network: says what size works
     let small = dir.path().join("small.png");
     write_rgb8(&small, 8);
-    let o = dkp().arg(&small).args(FAST).arg("--out").arg(&out).output().unwrap();
+    let o = dkp()
+        .arg(&small)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    assert!(stderr_of(&o).contains("at least 16x16"), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("at least 16x16"),
+        "{}",
+        stderr_of(&o)
+    );
     // unsupported scale
-    let o = dkp().arg(&good).args(["--sf", "5"]).arg("--out").arg(&out).output().unwrap();
-    assert!(!o.status.success() && stderr_of(&o).contains("--sf must be"), "{}", stderr_of(&o));
+    let o = dkp()
+        .arg(&good)
+        .args(["--sf", "5"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr_of(&o).contains("--sf must be"),
+        "{}",
+        stderr_of(&o)
+    );
     // empty folder
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = dkp().arg(&empty).args(FAST).arg("--out").arg(&out).output().unwrap();
-    assert!(!o.status.success() && stderr_of(&o).contains("no PNG or JPEG"), "{}", stderr_of(&o));
+    let o = dkp()
+        .arg(&empty)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr_of(&o).contains("no PNG or JPEG"),
+        "{}",
+        stderr_of(&o)
+    );
 }
 
 #[test]

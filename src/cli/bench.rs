@@ -144,7 +144,8 @@ fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
         });
     }
     {
-        let a = Tensor::from_slice(ctx, &rng.vec(3 * 256 * 256, 0.0, 1.0), &[1, 3, 256, 256])?.into_param();
+        let a = Tensor::from_slice(ctx, &rng.vec(3 * 256 * 256, 0.0, 1.0), &[1, 3, 256, 256])?
+            .into_param();
         let b = Tensor::from_slice(ctx, &rng.vec(3 * 256 * 256, 0.0, 1.0), &[1, 3, 256, 256])?;
         v.push(Case {
             name: "ssim loss 3x256x256 (fwd + bwd)".into(),

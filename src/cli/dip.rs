@@ -97,6 +97,13 @@ pub struct DipArgs {
     pub trace: Option<PathBuf>,
 }
 
+type SummaryRow = (
+    String,
+    Option<dkp::dkp::metrics::ImageScore>,
+    Option<f64>,
+    f64,
+);
+
 struct Job {
     name: String,
     lr: RgbImage,
@@ -301,10 +308,12 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         }
     }
     let min_lr = cfg.net.min_side().div_ceil(sf);
-    let mut summary = Vec::new();
+    let mut summary: Vec<SummaryRow> = Vec::new();
     for job in &mut jobs {
-        if let Some(c) = crop {
-            if centre_crop(job, c, sf)? {
+        if let Some(c) = crop
+            && centre_crop(job, c, sf)?
+        {
+            {
                 eprintln!(
                     "{}: LR centre-cropped to {}x{}",
                     job.name, job.lr.width, job.lr.height
@@ -462,14 +471,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     }
     if summary.len() > 1 {
         let n = summary.len() as f64;
-        let mean = |f: &dyn Fn(
-            &(
-                String,
-                Option<dkp::dkp::metrics::ImageScore>,
-                Option<f64>,
-                f64,
-            ),
-        ) -> Option<f64>| {
+        let mean = |f: &dyn Fn(&SummaryRow) -> Option<f64>| {
             let v: Vec<f64> = summary.iter().filter_map(f).collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };

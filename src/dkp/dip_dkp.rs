@@ -195,6 +195,7 @@ pub fn to_rgb_image(chw: &[f32], w: usize, h: usize) -> Result<crate::io::image:
 }
 
 /// Run DIP-DKP on one LR image (CHW RGB in [0,1], `h x w`).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     ctx: &Arc<Context>,
     lr: &[f32],
@@ -345,15 +346,15 @@ pub fn run(
                 None => acc = Some(gk),
                 Some(a) => a.accumulate(gk)?,
             }
-            if (s + 1) % cfg.kernel_data_period == 0
+            if (s + 1).is_multiple_of(cfg.kernel_data_period.max(1))
                 && let Some(a) = acc.take()
             {
                 kopt.step(&a)?;
             }
             ctx.flush()?;
 
-            let log_now = s == 0 || (s + 1) % cfg.log_every == 0 || s + 1 == total;
-            if log_now || (s + 1) % cfg.check_every.max(1) == 0 {
+            let log_now = s == 0 || (s + 1).is_multiple_of(cfg.log_every.max(1)) || s + 1 == total;
+            if log_now || (s + 1).is_multiple_of(cfg.check_every.max(1)) {
                 let (vx, vk) = (lx.item()?, lk.item()?);
                 finite(vx, "the image loss", s)?;
                 finite(vk, "the kernel loss", s)?;

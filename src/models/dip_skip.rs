@@ -288,8 +288,12 @@ impl DipSkip {
 
     fn level(&self, l: usize, x: &Tensor) -> Result<Tensor> {
         let lv = &self.levels[l];
-        let s = lv.skip_bn.forward_leaky_relu(&lv.skip_conv.forward(x)?, SLOPE)?;
-        let mut d = lv.bn1.forward_leaky_relu(&lv.conv_down.forward(x)?, SLOPE)?;
+        let s = lv
+            .skip_bn
+            .forward_leaky_relu(&lv.skip_conv.forward(x)?, SLOPE)?;
+        let mut d = lv
+            .bn1
+            .forward_leaky_relu(&lv.conv_down.forward(x)?, SLOPE)?;
         if let Some(nl) = &lv.nonlocal {
             d = nl.forward(&d)?;
         }
@@ -300,8 +304,11 @@ impl DipSkip {
         let d = ops::upsample_bilinear2x(&d)?;
         let h = concat_center_cropped(&s, &d)?;
         let h = lv.bn_cat.forward(&h)?;
-        let h = lv.bn_up.forward_leaky_relu(&lv.conv_up.forward(&h)?, SLOPE)?;
-        lv.bn_1x1.forward_leaky_relu(&lv.conv1x1.forward(&h)?, SLOPE)
+        let h = lv
+            .bn_up
+            .forward_leaky_relu(&lv.conv_up.forward(&h)?, SLOPE)?;
+        lv.bn_1x1
+            .forward_leaky_relu(&lv.conv1x1.forward(&h)?, SLOPE)
     }
 
     /// `sigmoid(out(Level_0(z)))`.

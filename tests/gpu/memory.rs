@@ -22,14 +22,41 @@ fn a_thousand_training_steps_allocate_nothing_after_warm_up() {
     };
     let mut rng = Rng::new(3);
     let mut store = ParamStore::new();
-    let c1 = Conv2d::new(&ctx, &mut store, &mut rng, "c1", 3, 8, 3, 1, PadMode::Reflect, true).unwrap();
+    let c1 = Conv2d::new(
+        &ctx,
+        &mut store,
+        &mut rng,
+        "c1",
+        3,
+        8,
+        3,
+        1,
+        PadMode::Reflect,
+        true,
+    )
+    .unwrap();
     let bn = BatchNorm2d::new(&ctx, &mut store, "bn", 8).unwrap();
-    let c2 = Conv2d::new(&ctx, &mut store, &mut rng, "c2", 8, 3, 1, 1, PadMode::Zeros, true).unwrap();
+    let c2 = Conv2d::new(
+        &ctx,
+        &mut store,
+        &mut rng,
+        "c2",
+        8,
+        3,
+        1,
+        1,
+        PadMode::Zeros,
+        true,
+    )
+    .unwrap();
     let mut adam = Adam::new(store.tensors(), 1e-3).unwrap();
     let x = Tensor::from_slice(&ctx, &rng.vec(3 * 16 * 16, 0.0, 1.0), &[1, 3, 16, 16]).unwrap();
-    let target = Tensor::from_slice(&ctx, &rng.vec(3 * 16 * 16, 0.0, 1.0), &[1, 3, 16, 16]).unwrap();
+    let target =
+        Tensor::from_slice(&ctx, &rng.vec(3 * 16 * 16, 0.0, 1.0), &[1, 3, 16, 16]).unwrap();
     let step = |adam: &mut Adam| -> f32 {
-        let h = bn.forward_leaky_relu(&c1.forward(&x).unwrap(), 0.2).unwrap();
+        let h = bn
+            .forward_leaky_relu(&c1.forward(&x).unwrap(), 0.2)
+            .unwrap();
         let y = ops::sigmoid(&c2.forward(&h).unwrap()).unwrap();
         let loss = ops::mse_loss(&y, &target).unwrap();
         let g = autograd::backward(&loss).unwrap();
@@ -48,7 +75,13 @@ fn a_thousand_training_steps_allocate_nothing_after_warm_up() {
         last = step(&mut adam);
     }
     let after = ctx.memory();
-    assert_eq!(after.created, warm.created, "buffers created after warm-up: {warm:?} -> {after:?}");
-    assert_eq!(after.in_use, warm.in_use, "memory in use grew: {warm:?} -> {after:?}");
+    assert_eq!(
+        after.created, warm.created,
+        "buffers created after warm-up: {warm:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.in_use, warm.in_use,
+        "memory in use grew: {warm:?} -> {after:?}"
+    );
     assert!(last < first, "the loop did train: {first} -> {last}");
 }
