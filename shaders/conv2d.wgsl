@@ -312,7 +312,8 @@ fn aux_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 }
 
 // Source index along one axis of the padded signal; -1 reads zero. Modes: 0 zeros,
-// 1 reflect (no edge repeat), 2 replicate, 3 circular.
+// 1 reflect (no edge repeat), 2 replicate, 3 circular. Pads never exceed what PyTorch allows
+// (reflect: < n, circular: <= n), so one reflection / wrap suffices.
 fn src_coord(i: i32, n: i32, mode: u32) -> i32 {
     if (i >= 0 && i < n) {
         return i;
@@ -322,28 +323,13 @@ fn src_coord(i: i32, n: i32, mode: u32) -> i32 {
             return -1;
         }
         case 1u: {
-            if (n == 1) {
-                return 0;
-            }
-            let p = 2 * (n - 1);
-            var m = i % p;
-            if (m < 0) {
-                m += p;
-            }
-            if (m >= n) {
-                m = p - m;
-            }
-            return m;
+            return select(2 * (n - 1) - i, -i, i < 0);
         }
         case 2u: {
             return clamp(i, 0, n - 1);
         }
         default: {
-            var m = i % n;
-            if (m < 0) {
-                m += n;
-            }
-            return m;
+            return select(i - n, i + n, i < 0);
         }
     }
 }
@@ -351,80 +337,74 @@ fn src_coord(i: i32, n: i32, mode: u32) -> i32 {
 @group(0) @binding(1) var<storage, read> pa_in: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pa_out: array<f32>;
 
-// dst[plane, py, px] = src[plane, map(py - top), map(px - left)] over hq x wq
+// dst[plane, py, px] = src[plane, map(py - top), map(px - left)] over hq x wq.
+// Grid: x = column blocks of 64, y = padded row, z = plane (no divisions per lane).
 @compute @workgroup_size(64)
-fn pad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) lid: u32) {
-    let e = aux_index(wid, nwg, lid);
-    if (e >= A.n) {
+fn pad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let px = wid.x * 64u + lid;
+    let py = wid.y;
+    let pl = wid.z;
+    if (px >= A.wq) {
         return;
     }
-    let px = e % A.wq;
-    let q = e / A.wq;
-    let py = q % A.hq;
-    let pl = q / A.hq;
     let sy = src_coord(i32(py) - i32(A.top), i32(A.h), A.mode);
     let sx = src_coord(i32(px) - i32(A.left), i32(A.w), A.mode);
     var v = 0.0;
     if (sy >= 0 && sx >= 0) {
         v = pa_in[A.in_off + pl * A.h * A.w + u32(sy) * A.w + u32(sx)];
     }
-    pa_out[A.out_off + e] = v;
+    pa_out[A.out_off + (pl * A.hq + py) * A.wq + px] = v;
 }
 
-// k-th padded coordinate whose source is `i` (k = 0: the identity position), or -1
-fn preimage(k: u32, i: u32, n: u32, top: u32, nq: u32, mode: u32) -> i32 {
-    if (k == 0u) {
-        return i32(i + top);
-    }
-    var q: u32;
-    if (k <= top) {
-        q = k - 1u;
-    } else {
-        q = n + k - 1u;
-    }
-    if (q >= nq) {
-        return -1;
-    }
-    if (src_coord(i32(q) - i32(top), i32(n), mode) == i32(i)) {
-        return i32(q);
-    }
-    return -1;
+// Whether padded coordinate q (of nq, first source at `top`) reads source index i.
+fn reads(q: u32, i: u32, n: u32, top: u32, mode: u32) -> bool {
+    return src_coord(i32(q) - i32(top), i32(n), mode) == i32(i);
 }
 
-// gx[plane, iy, ix] = sum of gxp over every padded position that reads (iy, ix)
+// gx[plane, iy, ix] = sum of gxp over every padded position that reads (iy, ix).
+// Grid: x = column blocks of 64, y = row, z = plane.
 @compute @workgroup_size(64)
-fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let e = aux_index(wid, nwg, lid);
-    if (e >= A.n) {
+fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ix = wid.x * 64u + lid;
+    let iy = wid.y;
+    let pl = wid.z;
+    if (ix >= A.w) {
         return;
     }
-    let ix = e % A.w;
-    let q = e / A.w;
-    let iy = q % A.h;
-    let pl = q / A.h;
-    var ky = 1u;
-    var kx = 1u;
-    if (A.mode != 0u) {
-        ky = A.hq - A.h + 1u;
-        kx = A.wq - A.w + 1u;
-    }
     let base = A.in_off + pl * A.hq * A.wq;
+    let bot = A.hq - A.h - A.top;
+    let right = A.wq - A.w - A.left;
+    // padding bands: rows [0, top) and [top + h, hq); columns likewise
+    var nbr = 0u;
+    var nbc = 0u;
+    if (A.mode != 0u) {
+        nbr = A.top + bot;
+        nbc = A.left + right;
+    }
+    // columns with extra preimages lie within max(left, right) + 1 of either edge
+    let m = max(A.left, right);
+    let edge_col = ix <= m || ix + m + 1u >= A.w;
     var acc = 0.0;
-    for (var a = 0u; a < ky; a++) {
-        let py = preimage(a, iy, A.h, A.top, A.hq, A.mode);
-        if (py < 0) {
-            continue;
+    for (var a = 0u; a <= nbr; a++) {
+        var py = iy + A.top;
+        if (a > 0u) {
+            py = select(A.h + A.top + (a - 1u - A.top), a - 1u, a <= A.top);
+            if (!reads(py, iy, A.h, A.top, A.mode)) {
+                continue;
+            }
         }
-        for (var b = 0u; b < kx; b++) {
-            let px = preimage(b, ix, A.w, A.left, A.wq, A.mode);
-            if (px >= 0) {
-                acc += pa_in[base + u32(py) * A.wq + u32(px)];
+        let rowb = base + py * A.wq;
+        acc += pa_in[rowb + ix + A.left];
+        if (edge_col) {
+            for (var b = 1u; b <= nbc; b++) {
+                let px = select(A.w + A.left + (b - 1u - A.left), b - 1u, b <= A.left);
+                if (reads(px, ix, A.w, A.left, A.mode)) {
+                    acc += pa_in[rowb + px];
+                }
             }
         }
     }
-    pa_out[A.out_off + e] = acc;
+    pa_out[A.out_off + (pl * A.h + iy) * A.w + ix] = acc;
 }
 
 // Packed weights: wp[(((g*RR + r)*TYY + ty)*TXX + tx)*LL + l]. transposed = 0: from a conv

@@ -17,6 +17,7 @@ pub fn source(family: &str) -> Option<&'static str> {
         "matmul_sg" => include_str!("../../shaders/matmul_sg.wgsl"),
         "reduce" => include_str!("../../shaders/reduce.wgsl"),
         "softmax" => include_str!("../../shaders/softmax.wgsl"),
+        "conv2d_sg" => include_str!("../../shaders/conv2d_sg.wgsl"),
         _ => return None,
     })
 }
