@@ -62,12 +62,8 @@ impl AdapterSummary {
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
             subgroup: f.contains(wgpu::Features::SUBGROUP),
-<<<<<<< HEAD
-            max_storage_binding: l.max_storage_buffer_binding_size,
-=======
             subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
-            max_storage_binding: l.max_storage_buffer_binding_size as u64,
->>>>>>> conv
+            max_storage_binding: l.max_storage_buffer_binding_size,
             max_buffer: l.max_buffer_size,
             max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
             max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
