@@ -185,7 +185,7 @@ fn bad_inputs_get_clear_errors() {
         .unwrap();
     assert!(!o.status.success());
     assert!(
-        stderr_of(&o).contains("at least 16x16"),
+        stderr_of(&o).contains("at least 17x17"),
         "{}",
         stderr_of(&o)
     );

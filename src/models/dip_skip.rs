@@ -48,10 +48,11 @@ impl DipConfig {
         }
     }
 
-    /// Smallest input side the network accepts (5 stride-2 levels, deepest map >= 2 so its
-    /// train-mode BN and max-pooled non-local block are defined).
+    /// Smallest input side the network accepts: after `levels` stride-2 convs (ceil halving)
+    /// the deepest map must still be at least 2 pixels, or its reflect padding, train-mode BN
+    /// and 2x2 max-pooled non-local block are undefined (33 for 5 levels).
     pub fn min_side(&self) -> usize {
-        1 << self.levels
+        (1 << self.levels) + 1
     }
 }
 

@@ -86,7 +86,7 @@ fn too_small_inputs_are_refused_with_the_size_that_works() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("at least 32") && e.contains("LR at least 16"),
+        e.contains("at least 33") && e.contains("LR at least 17"),
         "{e}"
     );
 }
