@@ -1,6 +1,7 @@
 //! The op surface models are written against: re-exports of every kernel family's
 //! differentiable functions.
 
+pub use crate::kernels::attention::attention;
 pub use crate::kernels::elementwise::{
     BinaryOp, UnaryOp, abs, add, add_scalar, affine, binary, clamp, div, exp, fill, leaky_relu,
     log, maximum, minimum, mul, mul_scalar, neg, pow, recip, relu, relu6, sigmoid, silu, softplus,

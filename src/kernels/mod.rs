@@ -1,6 +1,7 @@
 //! One launcher module per shader family (`shaders/<family>.wgsl`): parameter structs, shape
 //! checks, dispatch sizing, backward rules and CPU references.
 
+pub mod attention;
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;
@@ -16,5 +17,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.extend(matmul::shipped_keys());
     v.extend(reduce::shipped_keys());
     v.extend(softmax::shipped_keys());
+    v.extend(attention::shipped_keys());
     v
 }

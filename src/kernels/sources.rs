@@ -3,6 +3,7 @@
 /// Source text of a family's `shaders/<family>.wgsl`.
 pub fn source(family: &str) -> Option<&'static str> {
     Some(match family {
+        "attention" => include_str!("../../shaders/attention.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
         "matmul" => include_str!("../../shaders/matmul.wgsl"),
         "matmul_sg" => include_str!("../../shaders/matmul_sg.wgsl"),
