@@ -56,6 +56,20 @@ fn main() -> dkp::Result<()> {
     };
     for tu in tunings {
         with_tuning(tu, || -> dkp::Result<()> {
+            // first calls include pipeline compilation
+            let c0 = Instant::now();
+            let (o, lse) = attention_fwd_raw(&q, &k, &v, scale)?;
+            ctx.flush()?;
+            ctx.wait()?;
+            let c1 = Instant::now();
+            drop(attention_bwd_raw(&q, &k, &v, &o, &lse, &g, scale)?);
+            ctx.flush()?;
+            ctx.wait()?;
+            println!(
+                "{tu:?}: first forward {:.0} ms, first backward {:.0} ms (incl. compilation)",
+                (c1 - c0).as_secs_f64() * 1e3,
+                c1.elapsed().as_secs_f64() * 1e3
+            );
             let tf = best(&ctx, iters, || {
                 let (o, l) = attention_fwd_raw(&q, &k, &v, scale)?;
                 Ok(vec![o, l])
@@ -65,6 +79,15 @@ fn main() -> dkp::Result<()> {
                 let (a, b2, c) = attention_bwd_raw(&q, &k, &v, &o, &lse, &g, scale)?;
                 Ok(vec![a, b2, c])
             })?;
+            if std::env::var("DKP_PROFILE").is_ok() {
+                ctx.enable_profiler(false);
+                let (a, b2, c) = attention_bwd_raw(&q, &k, &v, &o, &lse, &g, scale)?;
+                ctx.flush()?;
+                drop((a, b2, c));
+                if let Some(t) = ctx.with_profiler(|p| p.table()) {
+                    println!("{t}");
+                }
+            }
             println!(
                 "{tu:?}: forward {:.1} ms ({:.2} GFLOP/s), backward {:.1} ms ({:.2} GFLOP/s)",
                 tf * 1e3,

@@ -8,16 +8,18 @@
 // dQ, and a key-parallel pass accumulates dK and dV (so no atomics are needed).
 //
 // Two tunings of each pass:
-// * `*_soft` (software adapters): one invocation per query row (or key row, for dK/dV); the other
-//   operand's rows are read at workgroup-uniform addresses (one scalar load shared by all lanes),
-//   the invocation's own rows live in private arrays. No workgroup memory, no barriers.
-// * `*_gpu`: the same per-row work, but each tile of the shared operand is first staged in
+// * `*_soft` (software adapters): TQ query rows (key rows, for dK/dV) per invocation; the other
+//   operand's rows are read at workgroup-uniform addresses (one scalar load shared by all lanes,
+//   feeding TQ FMAs), the invocation's own rows live in private arrays. No workgroup memory, no
+//   barriers.
+// * `*_gpu`: one row per invocation, and each tile of the shared operand is first staged in
 //   workgroup memory by the whole workgroup (coalesced), then read from there.
 
 // spec:begin
 const WG: u32 = 64u;
 const DMAX: u32 = 128u;
 const BS: u32 = 8u;
+const TQ: u32 = 4u;
 // spec:end
 
 struct Params {
@@ -55,68 +57,94 @@ fn attn_fwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (bh >= P.bh) {
         return;
     }
-    let t_raw = (g % P.nblk) * WG + lane;
-    let t = min(t_raw, P.t - 1u);
+    // TQ query rows per lane: t0 + r * WG (neighbouring lanes own neighbouring rows)
+    let t0 = (g % P.nblk) * WG * TQ + lane;
     let d = P.d;
     let dv = P.dv;
     let kbase = bh * P.s * d;
     let vbase = bh * P.s * dv;
-    var q: array<f32, DMAX>;
-    var acc: array<f32, DMAX>;
-    let qb = (bh * P.t + t) * d;
-    for (var j = 0u; j < d; j++) {
-        q[j] = Q[qb + j] * P.scale;
+    var q: array<f32, TQ * DMAX>;
+    var acc: array<f32, TQ * DMAX>;
+    var m: array<f32, TQ>;
+    var l: array<f32, TQ>;
+    for (var r = 0u; r < TQ; r++) {
+        let qb = (bh * P.t + min(t0 + r * WG, P.t - 1u)) * d;
+        for (var j = 0u; j < d; j++) {
+            q[r * DMAX + j] = Q[qb + j] * P.scale;
+        }
+        for (var j = 0u; j < dv; j++) {
+            acc[r * DMAX + j] = 0.0;
+        }
+        m[r] = NEG_BIG;
+        l[r] = 0.0;
     }
-    for (var j = 0u; j < dv; j++) {
-        acc[j] = 0.0;
-    }
-    var m = NEG_BIG;
-    var l = 0.0;
     for (var s0 = 0u; s0 < P.s; s0 += BS) {
-        // scores of this tile (keys past S get -inf weight)
-        var sc: array<f32, BS>;
+        // scores of this tile (keys past S get zero weight)
+        var sc: array<f32, TQ * BS>;
         var rows: array<u32, BS>;
         for (var i = 0u; i < BS; i++) {
-            sc[i] = 0.0;
             rows[i] = min(s0 + i, P.s - 1u);
         }
+        for (var i = 0u; i < TQ * BS; i++) {
+            sc[i] = 0.0;
+        }
         for (var j = 0u; j < d; j++) {
-            let qj = q[j];
+            var qj: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                qj[r] = q[r * DMAX + j];
+            }
             for (var i = 0u; i < BS; i++) {
-                sc[i] = fma(qj, K[kbase + rows[i] * d + j], sc[i]);
+                let kv = K[kbase + rows[i] * d + j];
+                for (var r = 0u; r < TQ; r++) {
+                    sc[r * BS + i] = fma(qj[r], kv, sc[r * BS + i]);
+                }
             }
         }
-        var mt = m;
-        for (var i = 0u; i < BS; i++) {
-            if (s0 + i >= P.s) {
-                sc[i] = NEG_BIG;
+        var corr: array<f32, TQ>;
+        for (var r = 0u; r < TQ; r++) {
+            var mt = m[r];
+            for (var i = 0u; i < BS; i++) {
+                if (s0 + i < P.s) {
+                    mt = max(mt, sc[r * BS + i]);
+                }
             }
-            mt = max(mt, sc[i]);
+            corr[r] = exp(m[r] - mt);
+            var lr = l[r] * corr[r];
+            for (var i = 0u; i < BS; i++) {
+                let e = select(exp(sc[r * BS + i] - mt), 0.0, s0 + i >= P.s);
+                sc[r * BS + i] = e;
+                lr += e;
+            }
+            l[r] = lr;
+            m[r] = mt;
         }
-        let corr = exp(m - mt);
-        l *= corr;
-        for (var i = 0u; i < BS; i++) {
-            sc[i] = select(exp(sc[i] - mt), 0.0, s0 + i >= P.s);
-            l += sc[i];
-        }
-        m = mt;
         for (var j = 0u; j < dv; j++) {
-            var a = acc[j] * corr;
-            for (var i = 0u; i < BS; i++) {
-                a = fma(sc[i], V[vbase + rows[i] * dv + j], a);
+            var a: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                a[r] = acc[r * DMAX + j] * corr[r];
             }
-            acc[j] = a;
+            for (var i = 0u; i < BS; i++) {
+                let vv = V[vbase + rows[i] * dv + j];
+                for (var r = 0u; r < TQ; r++) {
+                    a[r] = fma(sc[r * BS + i], vv, a[r]);
+                }
+            }
+            for (var r = 0u; r < TQ; r++) {
+                acc[r * DMAX + j] = a[r];
+            }
         }
     }
-    if (t_raw >= P.t) {
-        return;
+    for (var r = 0u; r < TQ; r++) {
+        let t = t0 + r * WG;
+        if (t < P.t) {
+            let inv = 1.0 / l[r];
+            let ob = (bh * P.t + t) * dv;
+            for (var j = 0u; j < dv; j++) {
+                O[ob + j] = acc[r * DMAX + j] * inv;
+            }
+            LSEO[bh * P.t + t] = m[r] + log(l[r]);
+        }
     }
-    let inv = 1.0 / l;
-    let ob = (bh * P.t + t) * dv;
-    for (var j = 0u; j < dv; j++) {
-        O[ob + j] = acc[j] * inv;
-    }
-    LSEO[bh * P.t + t] = m + log(l);
 }
 
 var<workgroup> KS: array<f32, BS * DMAX>;
@@ -248,6 +276,7 @@ fn attn_bwd_rowdot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 @group(0) @binding(8) var<storage, read_write> DV: array<f32>;
 
 // dQᵢ = scale Σⱼ Pᵢⱼ (dPᵢⱼ - Dᵢ) Kⱼ with Pᵢⱼ = exp(scale qᵢ·kⱼ - Lᵢ), dPᵢⱼ = dOᵢ·vⱼ.
+// TQ query rows per lane, as in the forward pass.
 @compute @workgroup_size(WG)
 fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lane: u32) {
@@ -256,67 +285,97 @@ fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (bh >= P.bh) {
         return;
     }
-    let t_raw = (g % P.nblk) * WG + lane;
-    let t = min(t_raw, P.t - 1u);
+    let t0 = (g % P.nblk) * WG * TQ + lane;
     let d = P.d;
     let dv = P.dv;
     let kbase = bh * P.s * d;
     let vbase = bh * P.s * dv;
-    let row = bh * P.t + t;
-    var q: array<f32, DMAX>;
-    var go: array<f32, DMAX>;
-    var dq: array<f32, DMAX>;
-    for (var j = 0u; j < d; j++) {
-        q[j] = Q[row * d + j] * P.scale;
-        dq[j] = 0.0;
+    var q: array<f32, TQ * DMAX>;
+    var go: array<f32, TQ * DMAX>;
+    var dq: array<f32, TQ * DMAX>;
+    var lse: array<f32, TQ>;
+    var dl: array<f32, TQ>;
+    for (var r = 0u; r < TQ; r++) {
+        let row = bh * P.t + min(t0 + r * WG, P.t - 1u);
+        for (var j = 0u; j < d; j++) {
+            q[r * DMAX + j] = Q[row * d + j] * P.scale;
+            dq[r * DMAX + j] = 0.0;
+        }
+        for (var j = 0u; j < dv; j++) {
+            go[r * DMAX + j] = DO[row * dv + j];
+        }
+        lse[r] = LSE[row];
+        dl[r] = DL[row];
     }
-    for (var j = 0u; j < dv; j++) {
-        go[j] = DO[row * dv + j];
-    }
-    let lse = LSE[row];
-    let dl = DL[row];
     for (var s0 = 0u; s0 < P.s; s0 += BS) {
-        var p: array<f32, BS>;
-        var dp: array<f32, BS>;
+        var p: array<f32, TQ * BS>;
+        var dp: array<f32, TQ * BS>;
         var rows: array<u32, BS>;
         for (var i = 0u; i < BS; i++) {
-            p[i] = 0.0;
-            dp[i] = 0.0;
             rows[i] = min(s0 + i, P.s - 1u);
         }
+        for (var i = 0u; i < TQ * BS; i++) {
+            p[i] = 0.0;
+            dp[i] = 0.0;
+        }
         for (var j = 0u; j < d; j++) {
-            let qj = q[j];
+            var qj: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                qj[r] = q[r * DMAX + j];
+            }
             for (var i = 0u; i < BS; i++) {
-                p[i] = fma(qj, K[kbase + rows[i] * d + j], p[i]);
+                let kv = K[kbase + rows[i] * d + j];
+                for (var r = 0u; r < TQ; r++) {
+                    p[r * BS + i] = fma(qj[r], kv, p[r * BS + i]);
+                }
             }
         }
         for (var j = 0u; j < dv; j++) {
-            let gj = go[j];
+            var gj: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                gj[r] = go[r * DMAX + j];
+            }
             for (var i = 0u; i < BS; i++) {
-                dp[i] = fma(gj, V[vbase + rows[i] * dv + j], dp[i]);
+                let vv = V[vbase + rows[i] * dv + j];
+                for (var r = 0u; r < TQ; r++) {
+                    dp[r * BS + i] = fma(gj[r], vv, dp[r * BS + i]);
+                }
             }
         }
-        for (var i = 0u; i < BS; i++) {
-            let pi = select(exp(p[i] - lse), 0.0, s0 + i >= P.s);
-            p[i] = pi * (dp[i] - dl) * P.scale;
+        for (var r = 0u; r < TQ; r++) {
+            for (var i = 0u; i < BS; i++) {
+                let pi = select(exp(p[r * BS + i] - lse[r]), 0.0, s0 + i >= P.s);
+                p[r * BS + i] = pi * (dp[r * BS + i] - dl[r]) * P.scale;
+            }
         }
         for (var j = 0u; j < d; j++) {
-            var a = dq[j];
-            for (var i = 0u; i < BS; i++) {
-                a = fma(p[i], K[kbase + rows[i] * d + j], a);
+            var a: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                a[r] = dq[r * DMAX + j];
             }
-            dq[j] = a;
+            for (var i = 0u; i < BS; i++) {
+                let kv = K[kbase + rows[i] * d + j];
+                for (var r = 0u; r < TQ; r++) {
+                    a[r] = fma(p[r * BS + i], kv, a[r]);
+                }
+            }
+            for (var r = 0u; r < TQ; r++) {
+                dq[r * DMAX + j] = a[r];
+            }
         }
     }
-    if (t_raw >= P.t) {
-        return;
-    }
-    for (var j = 0u; j < d; j++) {
-        DQ[row * d + j] = dq[j];
+    for (var r = 0u; r < TQ; r++) {
+        let t = t0 + r * WG;
+        if (t < P.t) {
+            let row = bh * P.t + t;
+            for (var j = 0u; j < d; j++) {
+                DQ[row * d + j] = dq[r * DMAX + j];
+            }
+        }
     }
 }
 
-// dVⱼ = Σᵢ Pᵢⱼ dOᵢ and dKⱼ = scale Σᵢ Pᵢⱼ (dPᵢⱼ - Dᵢ) qᵢ, one invocation per key row.
+// dVⱼ = Σᵢ Pᵢⱼ dOᵢ and dKⱼ = scale Σᵢ Pᵢⱼ (dPᵢⱼ - Dᵢ) qᵢ; TQ key rows per lane.
 @compute @workgroup_size(WG)
 fn attn_dkdv_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lane: u32) {
@@ -325,74 +384,110 @@ fn attn_dkdv_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (bh >= P.bh) {
         return;
     }
-    let s_raw = (g % P.nblk) * WG + lane;
-    let s = min(s_raw, P.s - 1u);
+    let s0k = (g % P.nblk) * WG * TQ + lane;
     let d = P.d;
     let dv = P.dv;
     let qbase = bh * P.t * d;
     let obase = bh * P.t * dv;
     let lbase = bh * P.t;
-    let krow = bh * P.s + s;
-    var k: array<f32, DMAX>;
-    var v: array<f32, DMAX>;
-    var dk: array<f32, DMAX>;
-    var dvv: array<f32, DMAX>;
-    for (var j = 0u; j < d; j++) {
-        k[j] = K[krow * d + j] * P.scale;
-        dk[j] = 0.0;
-    }
-    for (var j = 0u; j < dv; j++) {
-        v[j] = V[krow * dv + j];
-        dvv[j] = 0.0;
+    var k: array<f32, TQ * DMAX>;
+    var v: array<f32, TQ * DMAX>;
+    var dk: array<f32, TQ * DMAX>;
+    var dvv: array<f32, TQ * DMAX>;
+    for (var r = 0u; r < TQ; r++) {
+        let krow = bh * P.s + min(s0k + r * WG, P.s - 1u);
+        for (var j = 0u; j < d; j++) {
+            k[r * DMAX + j] = K[krow * d + j] * P.scale;
+            dk[r * DMAX + j] = 0.0;
+        }
+        for (var j = 0u; j < dv; j++) {
+            v[r * DMAX + j] = V[krow * dv + j];
+            dvv[r * DMAX + j] = 0.0;
+        }
     }
     for (var t0 = 0u; t0 < P.t; t0 += BS) {
-        var p: array<f32, BS>;
-        var dp: array<f32, BS>;
+        var p: array<f32, TQ * BS>;
+        var dp: array<f32, TQ * BS>;
         var rows: array<u32, BS>;
+        var lse: array<f32, BS>;
+        var dl: array<f32, BS>;
         for (var i = 0u; i < BS; i++) {
+            rows[i] = min(t0 + i, P.t - 1u);
+            lse[i] = LSE[lbase + rows[i]];
+            dl[i] = DL[lbase + rows[i]];
+        }
+        for (var i = 0u; i < TQ * BS; i++) {
             p[i] = 0.0;
             dp[i] = 0.0;
-            rows[i] = min(t0 + i, P.t - 1u);
         }
         for (var j = 0u; j < d; j++) {
-            let kj = k[j];
+            var kj: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                kj[r] = k[r * DMAX + j];
+            }
             for (var i = 0u; i < BS; i++) {
-                p[i] = fma(kj, Q[qbase + rows[i] * d + j], p[i]);
+                let qv = Q[qbase + rows[i] * d + j];
+                for (var r = 0u; r < TQ; r++) {
+                    p[r * BS + i] = fma(kj[r], qv, p[r * BS + i]);
+                }
             }
         }
-        for (var i = 0u; i < BS; i++) {
-            p[i] = select(exp(p[i] - LSE[lbase + rows[i]]), 0.0, t0 + i >= P.t);
+        for (var r = 0u; r < TQ; r++) {
+            for (var i = 0u; i < BS; i++) {
+                p[r * BS + i] = select(exp(p[r * BS + i] - lse[i]), 0.0, t0 + i >= P.t);
+            }
         }
         // dV += p dO and dP = dO·v share the dO loads
         for (var j = 0u; j < dv; j++) {
-            let vj = v[j];
-            var a = dvv[j];
+            var vj: array<f32, TQ>;
+            var a: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                vj[r] = v[r * DMAX + j];
+                a[r] = dvv[r * DMAX + j];
+            }
             for (var i = 0u; i < BS; i++) {
                 let o = DO[obase + rows[i] * dv + j];
-                a = fma(p[i], o, a);
-                dp[i] = fma(o, vj, dp[i]);
+                for (var r = 0u; r < TQ; r++) {
+                    a[r] = fma(p[r * BS + i], o, a[r]);
+                    dp[r * BS + i] = fma(o, vj[r], dp[r * BS + i]);
+                }
             }
-            dvv[j] = a;
+            for (var r = 0u; r < TQ; r++) {
+                dvv[r * DMAX + j] = a[r];
+            }
         }
-        for (var i = 0u; i < BS; i++) {
-            p[i] = p[i] * (dp[i] - DL[lbase + rows[i]]) * P.scale;
+        for (var r = 0u; r < TQ; r++) {
+            for (var i = 0u; i < BS; i++) {
+                p[r * BS + i] = p[r * BS + i] * (dp[r * BS + i] - dl[i]) * P.scale;
+            }
         }
         for (var j = 0u; j < d; j++) {
-            var a = dk[j];
-            for (var i = 0u; i < BS; i++) {
-                a = fma(p[i], Q[qbase + rows[i] * d + j], a);
+            var a: array<f32, TQ>;
+            for (var r = 0u; r < TQ; r++) {
+                a[r] = dk[r * DMAX + j];
             }
-            dk[j] = a;
+            for (var i = 0u; i < BS; i++) {
+                let qv = Q[qbase + rows[i] * d + j];
+                for (var r = 0u; r < TQ; r++) {
+                    a[r] = fma(p[r * BS + i], qv, a[r]);
+                }
+            }
+            for (var r = 0u; r < TQ; r++) {
+                dk[r * DMAX + j] = a[r];
+            }
         }
     }
-    if (s_raw >= P.s) {
-        return;
-    }
-    for (var j = 0u; j < d; j++) {
-        DK[krow * d + j] = dk[j];
-    }
-    for (var j = 0u; j < dv; j++) {
-        DV[krow * dv + j] = dvv[j];
+    for (var r = 0u; r < TQ; r++) {
+        let s = s0k + r * WG;
+        if (s < P.s) {
+            let krow = bh * P.s + s;
+            for (var j = 0u; j < d; j++) {
+                DK[krow * d + j] = dk[r * DMAX + j];
+            }
+            for (var j = 0u; j < dv; j++) {
+                DV[krow * dv + j] = dvv[r * DMAX + j];
+            }
+        }
     }
 }
 
