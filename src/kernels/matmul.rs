@@ -25,6 +25,9 @@ const SCALAR_TM: u32 = 4;
 const SCALAR_TN: u32 = 4;
 const VEC4_TM: u32 = 8;
 const VEC4_TN: u32 = 2;
+/// Materialize a transposed operand for a faster software kernel only when the other output
+/// dimension is at least this (the copy is then small next to the product).
+const TRANSPOSE_MIN_OTHER: usize = 256;
 /// GPU kernel: output tile and K slab.
 const TILE_M: u32 = 64;
 const TILE_N: u32 = 64;
@@ -99,7 +102,9 @@ fn choose(ctx: &Context, n: usize, k: usize) -> MatmulKernel {
         (None, Tuning::Software) => MatmulKernel::Subgroup,
     };
     match best {
-        MatmulKernel::Subgroup if n.is_multiple_of(4) && k.is_multiple_of(4) && subgroups_ok(ctx) => {
+        MatmulKernel::Subgroup
+            if n.is_multiple_of(4) && k.is_multiple_of(4) && subgroups_ok(ctx) =>
+        {
             MatmulKernel::Subgroup
         }
         MatmulKernel::Subgroup | MatmulKernel::Vec4 if n.is_multiple_of(4) => MatmulKernel::Vec4,
@@ -140,20 +145,33 @@ struct TParams {
     _pad: [u32; 3],
 }
 
-fn mm_key(kernel: MatmulKernel, ta: bool, tb: bool, rows: u32) -> KernelKey {
+/// Software workgroup widths: lanes own columns, so a narrow product gets a narrow workgroup
+/// (idle lanes would still do full work on clamped columns).
+const SOFT_WGS: [u32; 4] = [8, 16, 32, SOFT_WG];
+
+fn soft_wg(kernel: MatmulKernel, n: usize) -> u32 {
+    let lanes = match kernel {
+        MatmulKernel::Subgroup => n / 4,
+        MatmulKernel::Vec4 => (n / 4).div_ceil(VEC4_TN as usize),
+        _ => n.div_ceil(SCALAR_TN as usize),
+    };
+    (lanes.next_power_of_two() as u32).clamp(SOFT_WGS[0], SOFT_WG)
+}
+
+fn mm_key(kernel: MatmulKernel, ta: bool, tb: bool, rows: u32, wg: u32) -> KernelKey {
     match kernel {
         MatmulKernel::Subgroup => KernelKey::new("matmul_sg", "mm_soft_sg")
-            .u32("WG", SOFT_WG)
+            .u32("WG", wg)
             .u32("ROWS", rows),
         MatmulKernel::Vec4 => KernelKey::new(FAMILY, "mm_soft4")
             .bool("TA", ta)
-            .u32("WG", SOFT_WG)
+            .u32("WG", wg)
             .u32("TM", VEC4_TM)
             .u32("TN", VEC4_TN),
         MatmulKernel::Scalar => KernelKey::new(FAMILY, "mm_soft")
             .bool("TA", ta)
             .bool("TB", tb)
-            .u32("WG", SOFT_WG)
+            .u32("WG", wg)
             .u32("TM", SCALAR_TM)
             .u32("TN", SCALAR_TN),
         MatmulKernel::Tiled => KernelKey::new(FAMILY, "mm_tiled")
@@ -172,13 +190,19 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     let mut v = Vec::new();
     for ta in [false, true] {
         for tb in [false, true] {
-            v.push(mm_key(MatmulKernel::Scalar, ta, tb, 0));
-            v.push(mm_key(MatmulKernel::Tiled, ta, tb, 0));
+            v.push(mm_key(MatmulKernel::Tiled, ta, tb, 0, 0));
+            for wg in SOFT_WGS {
+                v.push(mm_key(MatmulKernel::Scalar, ta, tb, 0, wg));
+            }
         }
-        v.push(mm_key(MatmulKernel::Vec4, ta, false, 0));
+        for wg in SOFT_WGS {
+            v.push(mm_key(MatmulKernel::Vec4, ta, false, 0, wg));
+        }
     }
     for rows in [8, 16] {
-        v.push(mm_key(MatmulKernel::Subgroup, false, false, rows));
+        for wg in SOFT_WGS {
+            v.push(mm_key(MatmulKernel::Subgroup, false, false, rows, wg));
+        }
     }
     v.push(transpose_key());
     v
@@ -291,15 +315,22 @@ pub fn matmul_raw(
         }
     }
     let ctx = a.ctx();
-    let kernel = choose(ctx, p.n, p.k);
+    let mut kernel = choose(ctx, p.n, p.k);
     // The vec4 software kernels read B (and the subgroup one A) untransposed: materialize the
-    // transpose (a copy of one operand, cheap next to the product) and go again.
+    // transpose (a copy of one operand) and go again -- where the copy is cheap next to the
+    // product (it costs K·N for B, against M·N·K; M·K for A, against M·N·K).
     if p.k > 0 && p.m * p.n > 0 {
         if trans_b && matches!(kernel, MatmulKernel::Subgroup | MatmulKernel::Vec4) {
-            return matmul_raw(a, &transpose2d_raw(b)?, trans_a, false, alpha, bias);
+            if p.m * p.batch >= TRANSPOSE_MIN_OTHER {
+                return matmul_raw(a, &transpose2d_raw(b)?, trans_a, false, alpha, bias);
+            }
+            kernel = MatmulKernel::Scalar;
         }
         if trans_a && kernel == MatmulKernel::Subgroup {
-            return matmul_raw(&transpose2d_raw(a)?, b, false, trans_b, alpha, bias);
+            if p.n >= TRANSPOSE_MIN_OTHER {
+                return matmul_raw(&transpose2d_raw(a)?, b, false, trans_b, alpha, bias);
+            }
+            kernel = MatmulKernel::Vec4;
         }
     }
     let c = Tensor::empty(ctx, &p.out_shape)?;
@@ -338,7 +369,8 @@ fn launch(
 ) -> Result<()> {
     let op = "matmul";
     let rows_sg = if p.m >= 16 { 16 } else { 8 };
-    let key = mm_key(kernel, ta, tb, rows_sg);
+    let wg = soft_wg(kernel, p.n);
+    let key = mm_key(kernel, ta, tb, rows_sg, wg);
     let (m, n, k) = (p.m, p.n, p.k);
     let (a_item, b_item, c_item) = (m * k, k * n, m * n);
     let maxw = max_window_elems(ctx);
@@ -389,7 +421,7 @@ fn launch(
             let (bw, b_off) = window(b, b_start, b_len);
             let (cw, c_off) = window(c, c_start, c_len);
             let (biasw, bias_off) = bias_bind(a_start);
-            let wg = SOFT_WG as usize;
+            let wg = wg as usize;
             let (ncb, nrb) = match kernel {
                 MatmulKernel::Subgroup => ((n / 4).div_ceil(wg), rc.div_ceil(rows_sg as usize)),
                 MatmulKernel::Vec4 => (

@@ -2,6 +2,7 @@
 //! checks, dispatch sizing, backward rules and CPU references.
 
 pub mod conv;
+pub mod attention;
 pub mod elementwise;
 pub mod fft;
 pub mod loss;
@@ -29,5 +30,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.extend(matmul::shipped_keys());
     v.extend(reduce::shipped_keys());
     v.extend(softmax::shipped_keys());
+    v.extend(attention::shipped_keys());
     v
 }

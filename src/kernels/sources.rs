@@ -3,6 +3,7 @@
 /// Source text of a family's `shaders/<family>.wgsl`.
 pub fn source(family: &str) -> Option<&'static str> {
     Some(match family {
+        "attention" => include_str!("../../shaders/attention.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
         "fft" => include_str!("../../shaders/fft.wgsl"),
         "fft_complex" => include_str!("../../shaders/fft_complex.wgsl"),

@@ -1,6 +1,7 @@
 //! GPU tests: every op's forward and backward against PyTorch goldens and finite differences,
 //! on a real wgpu adapter (lavapipe in CI). One test binary keeps link time down.
 
+mod attention;
 mod common;
 mod conv;
 mod core;

@@ -331,3 +331,54 @@ fn matmul_beyond_the_binding_limit_splits_rows() {
         assert_eq!(c[i], 64.0, "element {i}");
     }
 }
+
+#[test]
+fn matmul_materialized_transposes_gradcheck() {
+    // Shapes where the software path copies a transposed operand to use the subgroup kernel
+    // (other output dim >= 256), on every kernel.
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(14);
+    let cases: [(&[usize], &[usize], bool, bool); 3] = [
+        (&[16, 20], &[16, 260], true, false),
+        (&[260, 16], &[12, 16], false, true),
+        (&[2, 8, 12], &[2, 260, 8], true, true),
+    ];
+    for k in KERNELS {
+        for (sa, sb, ta, tb) in cases {
+            let (sa2, sb2) = (sa.to_vec(), sb.to_vec());
+            let (xa, xb) = (flat(sa, &mut rng), flat(sb, &mut rng));
+            with_matmul_kernel(k, || {
+                let ta_t = Tensor::from_slice(&ctx, &xa.1, sa).unwrap();
+                let tb_t = Tensor::from_slice(&ctx, &xb.1, sb).unwrap();
+                let got = mm::matmul_t(&ta_t, &tb_t, ta, tb)
+                    .unwrap()
+                    .to_vec()
+                    .unwrap();
+                let d = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+                let want: Vec<f32> = matmul_ref(&d(&xa.1), sa, &d(&xb.1), sb, ta, tb)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                assert_close(
+                    &format!("{k:?} {sa:?}x{sb:?} forward"),
+                    &got,
+                    &want,
+                    1e-5,
+                    1e-5,
+                );
+                gradcheck(
+                    &ctx,
+                    &format!("matmul {k:?} {sa:?}x{sb:?} ta={ta} tb={tb}"),
+                    &[xa.clone(), xb.clone()],
+                    &|t| mm::matmul_t(&t[0], &t[1], ta, tb),
+                    &|x| matmul_ref(&x[0], &sa2, &x[1], &sb2, ta, tb),
+                    1e-2,
+                    1e-3,
+                    1e-3,
+                    12,
+                )
+                .unwrap()
+            });
+        }
+    }
+}
