@@ -116,7 +116,7 @@ impl NonLocal {
         let phi = phi.reshape(&[self.inter, p])?;
         let g = ops::max_pool2x2(&self.g.forward(x)?)?.reshape(&[self.inter, p])?;
         // F = theta^T phi / P   (T x P); no softmax in this variant.
-        let f = ops::mul_scalar(&ops::matmul_t(&theta, &phi, true, false)?, 1.0 / p as f32)?;
+        let f = ops::matmul_scaled(&theta, &phi, true, false, 1.0 / p as f32)?;
         // Y^T = g F^T  (inter x T), i.e. Y = F g^T laid out channel-first.
         let y = ops::matmul_t(&g, &f, false, true)?.reshape(&[1, self.inter, h, w])?;
         let z = self.w_bn.forward(&self.w_conv.forward(&y)?)?;
