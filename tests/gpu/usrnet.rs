@@ -146,6 +146,31 @@ fn usrnet_forward_matches_reference_16_to_32() {
     assert_close("usrnet out (spec-literal)", &spec, &r.out, 0.0, 2e-4);
 }
 
+/// The same check with the GPU-tuned kernels (workgroup-memory tiled conv, GPU FFT/conv
+/// variants) forced on this adapter, so the model is proven on both code paths.
+#[test]
+fn usrnet_forward_matches_reference_with_gpu_tuning() {
+    if ctx().is_none() {
+        return;
+    }
+    let mut c = Context::new(&dkp::ContextOptions::default()).unwrap();
+    let Some(inner) = Arc::get_mut(&mut c) else {
+        panic!("a fresh context is not shared")
+    };
+    inner.tuning = dkp::gpu::Tuning::Gpu;
+    let net = net(&c);
+    let r = parse_reference();
+    let y = Tensor::from_slice(&c, &r.lr, &[1, 3, 16, 16]).unwrap();
+    let kconv = correlation_to_convolution(&reference_kernel(), 11).unwrap();
+    let k = Tensor::from_slice(&c, &kconv, &[11, 11]).unwrap();
+    let got = net.forward(&y, &k, 2, 0.0).unwrap().to_vec().unwrap();
+    eprintln!(
+        "usrnet 16->32 with Tuning::Gpu: max abs err {:.3e}",
+        max_abs(&got, &r.out)
+    );
+    assert_close("usrnet out (gpu tuning)", &got, &r.out, 0.0, 2e-5);
+}
+
 #[test]
 fn usrnet_forward_matches_torch_at_odd_and_prime_sizes() {
     let Some(ctx) = ctx() else { return };
@@ -300,4 +325,48 @@ fn softplus_is_accurate_for_very_negative_inputs() {
         })
         .collect();
     assert_close("softplus", &got, &want, 1e-5, 0.0);
+}
+
+/// USRNet forward wall time at 64x64 -> 128x128 (x2, 11x11 kernel), best of 3 after a warm-up
+/// run (pipeline compilation), then a per-shader profile of one run. Ignored by default:
+/// `cargo test --test gpu timing_usrnet -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing_usrnet() {
+    use std::time::Instant;
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(3);
+    let (h, w, sf) = (64usize, 64usize, 2usize);
+    let y = Tensor::from_slice(&ctx, &rng.vec(3 * h * w, 0.0, 1.0), &[1, 3, h, w]).unwrap();
+    let kconv = correlation_to_convolution(&reference_kernel(), 11).unwrap();
+    let k = Tensor::from_slice(&ctx, &kconv, &[11, 11]).unwrap();
+    let net = net(&ctx);
+    let t0 = Instant::now();
+    net.forward(&y, &k, sf, 0.0).unwrap().to_vec().unwrap();
+    eprintln!(
+        "adapter {}: first forward (with shader compilation) {:.3} s",
+        ctx.summary.name,
+        t0.elapsed().as_secs_f64()
+    );
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        net.forward(&y, &k, sf, 0.0).unwrap().to_vec().unwrap();
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    eprintln!("usrnet forward 64x64 -> 128x128 x2: best of 3 {best:.3} s");
+    let pctx = Context::new(&dkp::ContextOptions {
+        profile: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let pnet = Usrnet::load(&pctx, &weights()).unwrap();
+    let y = Tensor::from_slice(&pctx, &y.to_vec().unwrap(), &[1, 3, h, w]).unwrap();
+    let k = Tensor::from_slice(&pctx, &kconv, &[11, 11]).unwrap();
+    pnet.forward(&y, &k, sf, 0.0).unwrap().to_vec().unwrap();
+    pctx.with_profiler(|p| p.reset());
+    pnet.forward(&y, &k, sf, 0.0).unwrap().to_vec().unwrap();
+    if let Some(t) = pctx.with_profiler(|p| p.table()) {
+        eprintln!("{t}");
+    }
 }
