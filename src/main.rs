@@ -32,6 +32,8 @@ enum Cmd {
     Eval(cli::eval::EvalArgs),
     /// Blind SR with DIP-DKP: estimate the blur kernel and restore the HR image.
     Dip(Box<cli::dip::DipArgs>),
+    /// Non-blind SR with USRNet-tiny and a known blur kernel (DKP's correlation convention).
+    Usrnet(cli::usrnet::UsrnetArgs),
     /// Benchmarks: per-kernel GPU timings (GFLOP/s, GB/s) at representative sizes.
     Bench(cli::bench::BenchArgs),
 }
@@ -58,5 +60,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Eval(a) => cli::eval::run(&a),
         Cmd::Dip(a) => cli::dip::run(&opts, &a),
         Cmd::Bench(a) => cli::bench::run(&opts, &a),
+        Cmd::Usrnet(a) => cli::usrnet::run(&opts, &a),
     }
 }

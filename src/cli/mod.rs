@@ -5,3 +5,4 @@ pub mod dip;
 pub mod eval;
 pub mod info;
 pub mod prepare;
+pub mod usrnet;

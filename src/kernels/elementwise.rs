@@ -561,7 +561,7 @@ pub fn unary_ref(op: UnaryOp, x: f64, alpha: f64, beta: f64) -> f64 {
             if x > 20.0 {
                 x
             } else {
-                (1.0 + x.exp()).ln()
+                x.exp().ln_1p()
             }
         }
         UnaryOp::Affine => alpha * x + beta,

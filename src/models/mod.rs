@@ -1,4 +1,5 @@
-//! Networks: the DIP skip U-Net, the DKP kernel MLP (and later USRNet and the diffusion UNet).
+//! Networks: the DIP skip U-Net, the DKP kernel MLP, USRNet (and later the diffusion UNet).
 
 pub mod dip_skip;
 pub mod kernel_mlp;
+pub mod usrnet;

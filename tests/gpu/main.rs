@@ -18,3 +18,4 @@ mod reduce;
 mod resample;
 mod shape;
 mod softmax;
+mod usrnet;
