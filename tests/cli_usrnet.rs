@@ -192,10 +192,9 @@ fn usrnet_missing_weights_names_the_path() {
     assert!(!ok && stderr.contains("11x11 kernel"), "{stderr}");
 }
 
-/// `dkp dip --refine usrnet` end to end (about a minute on lavapipe, hence ignored): writes
+/// `dkp dip --refine usrnet` end to end (a narrow net and 3 steps keep it fast): writes
 /// NAME_usrnet.png and a `refined` entry in the report.
 #[test]
-#[ignore]
 fn dip_refine_usrnet_writes_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let (p_hr, p_lr, _) = make_case(tmp.path());
@@ -208,6 +207,10 @@ fn dip_refine_usrnet_writes_outputs() {
             "2",
             "--iters",
             "3",
+            "--channels",
+            "8",
+            "--preset",
+            "quick",
             "--refine",
             "usrnet",
             "--weights",

@@ -156,6 +156,19 @@ fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
             }),
         });
     }
+    let weights = std::path::Path::new("weights/usrnet_tiny.safetensors");
+    if weights.is_file() {
+        let net = dkp::models::usrnet::Usrnet::load(ctx, weights)?;
+        let y = Tensor::from_slice(ctx, &rng.vec(3 * 64 * 64, 0.0, 1.0), &[1, 3, 64, 64])?;
+        let k = Tensor::full(ctx, &[11, 11], 1.0 / 121.0)?;
+        v.push(Case {
+            name: "usrnet-tiny forward 64^2 -> 128^2 (x2)".into(),
+            run: Box::new(move || {
+                net.forward(&y, &k, 2, 0.0)?;
+                Ok(())
+            }),
+        });
+    }
     Ok(v)
 }
 
