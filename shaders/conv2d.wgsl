@@ -338,22 +338,28 @@ fn src_coord(i: i32, n: i32, mode: u32) -> i32 {
 @group(0) @binding(2) var<storage, read_write> pa_out: array<f32>;
 
 // dst[plane, py, px] = src[plane, map(py - top), map(px - left)] over hq x wq.
-// Grid: x = column blocks of 64, y = padded row, z = plane (no divisions per lane).
+// Grid: x = bands of RB rows, y = plane; lanes loop over columns (few, large workgroups:
+// lavapipe pays a fixed cost per workgroup).
+const RB: u32 = 16u;
+
 @compute @workgroup_size(64)
 fn pad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let px = wid.x * 64u + lid;
-    let py = wid.y;
-    let pl = wid.z;
-    if (px >= A.wq) {
-        return;
+    let pl = wid.y;
+    let r0 = wid.x * RB;
+    let r1 = min(r0 + RB, A.hq);
+    let src = A.in_off + pl * A.h * A.w;
+    let dst = A.out_off + pl * A.hq * A.wq;
+    for (var py = r0; py < r1; py++) {
+        let sy = src_coord(i32(py) - i32(A.top), i32(A.h), A.mode);
+        for (var px = lid; px < A.wq; px += 64u) {
+            let sx = src_coord(i32(px) - i32(A.left), i32(A.w), A.mode);
+            var v = 0.0;
+            if (sy >= 0 && sx >= 0) {
+                v = pa_in[src + u32(sy) * A.w + u32(sx)];
+            }
+            pa_out[dst + py * A.wq + px] = v;
+        }
     }
-    let sy = src_coord(i32(py) - i32(A.top), i32(A.h), A.mode);
-    let sx = src_coord(i32(px) - i32(A.left), i32(A.w), A.mode);
-    var v = 0.0;
-    if (sy >= 0 && sx >= 0) {
-        v = pa_in[A.in_off + pl * A.h * A.w + u32(sy) * A.w + u32(sx)];
-    }
-    pa_out[A.out_off + (pl * A.hq + py) * A.wq + px] = v;
 }
 
 // Whether padded coordinate q (of nq, first source at `top`) reads source index i.
@@ -362,16 +368,14 @@ fn reads(q: u32, i: u32, n: u32, top: u32, mode: u32) -> bool {
 }
 
 // gx[plane, iy, ix] = sum of gxp over every padded position that reads (iy, ix).
-// Grid: x = column blocks of 64, y = row, z = plane.
+// Grid: x = bands of RB rows, y = plane; lanes loop over columns.
 @compute @workgroup_size(64)
 fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ix = wid.x * 64u + lid;
-    let iy = wid.y;
-    let pl = wid.z;
-    if (ix >= A.w) {
-        return;
-    }
+    let pl = wid.y;
+    let r0 = wid.x * RB;
+    let r1 = min(r0 + RB, A.h);
     let base = A.in_off + pl * A.hq * A.wq;
+    let dst = A.out_off + pl * A.h * A.w;
     let bot = A.hq - A.h - A.top;
     let right = A.wq - A.w - A.left;
     // padding bands: rows [0, top) and [top + h, hq); columns likewise
@@ -383,28 +387,32 @@ fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     // columns with extra preimages lie within max(left, right) + 1 of either edge
     let m = max(A.left, right);
-    let edge_col = ix <= m || ix + m + 1u >= A.w;
-    var acc = 0.0;
-    for (var a = 0u; a <= nbr; a++) {
-        var py = iy + A.top;
-        if (a > 0u) {
-            py = select(A.h + A.top + (a - 1u - A.top), a - 1u, a <= A.top);
-            if (!reads(py, iy, A.h, A.top, A.mode)) {
-                continue;
-            }
-        }
-        let rowb = base + py * A.wq;
-        acc += pa_in[rowb + ix + A.left];
-        if (edge_col) {
-            for (var b = 1u; b <= nbc; b++) {
-                let px = select(A.w + A.left + (b - 1u - A.left), b - 1u, b <= A.left);
-                if (reads(px, ix, A.w, A.left, A.mode)) {
-                    acc += pa_in[rowb + px];
+    for (var iy = r0; iy < r1; iy++) {
+        for (var ix = lid; ix < A.w; ix += 64u) {
+            let edge_col = ix <= m || ix + m + 1u >= A.w;
+            var acc = 0.0;
+            for (var a = 0u; a <= nbr; a++) {
+                var py = iy + A.top;
+                if (a > 0u) {
+                    py = select(A.h + A.top + (a - 1u - A.top), a - 1u, a <= A.top);
+                    if (!reads(py, iy, A.h, A.top, A.mode)) {
+                        continue;
+                    }
+                }
+                let rowb = base + py * A.wq;
+                acc += pa_in[rowb + ix + A.left];
+                if (edge_col) {
+                    for (var b = 1u; b <= nbc; b++) {
+                        let px = select(A.w + A.left + (b - 1u - A.left), b - 1u, b <= A.left);
+                        if (reads(px, ix, A.w, A.left, A.mode)) {
+                            acc += pa_in[rowb + px];
+                        }
+                    }
                 }
             }
+            pa_out[dst + iy * A.w + ix] = acc;
         }
     }
-    pa_out[A.out_off + (pl * A.h + iy) * A.w + ix] = acc;
 }
 
 // Packed weights: wp[(((g*RR + r)*TYY + ty)*TXX + tx)*LL + l]. transposed = 0: from a conv

@@ -388,77 +388,13 @@ fn core_3x3_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (n >= P.nb || lrel >= P.nl) {
         return;
     }
-    if (oy0 + 0u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 0u, a0_0);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 1u, a0_1);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 2u, a0_2);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 3u, a0_3);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 4u, a0_4);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 5u, a0_5);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 0u, a1_0);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 1u, a1_1);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 2u, a1_2);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 3u, a1_3);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 4u, a1_4);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 5u, a1_5);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 0u, a2_0);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 1u, a2_1);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 2u, a2_2);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 3u, a2_3);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 4u, a2_4);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 5u, a2_5);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 0u, a3_0);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 1u, a3_1);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 2u, a3_2);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 3u, a3_3);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 4u, a3_4);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 5u, a3_5);
+    let acc = array<f32, 24>(a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a3_0, a3_1, a3_2, a3_3, a3_4, a3_5);
+    for (var k = 0u; k < 24u; k++) {
+        let orow = k / 6u;
+        let px = k % 6u;
+        if (oy0 + orow < P.ho && ox0 + px < P.wo) {
+            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);
+        }
     }
 }
 
@@ -915,77 +851,13 @@ fn core_3x3_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (n >= P.nb || lrel >= P.nl) {
         return;
     }
-    if (oy0 + 0u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 0u, a0_0);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 1u, a0_1);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 2u, a0_2);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 0u, a1_0);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 1u, a1_1);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 2u, a1_2);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 0u, a2_0);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 1u, a2_1);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 2u, a2_2);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 0u, a3_0);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 1u, a3_1);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 2u, a3_2);
-    }
-    if (oy0 + 4u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 4u, ox0 + 0u, a4_0);
-    }
-    if (oy0 + 4u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 4u, ox0 + 1u, a4_1);
-    }
-    if (oy0 + 4u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 4u, ox0 + 2u, a4_2);
-    }
-    if (oy0 + 5u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 5u, ox0 + 0u, a5_0);
-    }
-    if (oy0 + 5u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 5u, ox0 + 1u, a5_1);
-    }
-    if (oy0 + 5u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 5u, ox0 + 2u, a5_2);
-    }
-    if (oy0 + 6u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 6u, ox0 + 0u, a6_0);
-    }
-    if (oy0 + 6u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 6u, ox0 + 1u, a6_1);
-    }
-    if (oy0 + 6u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 6u, ox0 + 2u, a6_2);
-    }
-    if (oy0 + 7u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 7u, ox0 + 0u, a7_0);
-    }
-    if (oy0 + 7u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 7u, ox0 + 1u, a7_1);
-    }
-    if (oy0 + 7u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 7u, ox0 + 2u, a7_2);
+    let acc = array<f32, 24>(a0_0, a0_1, a0_2, a1_0, a1_1, a1_2, a2_0, a2_1, a2_2, a3_0, a3_1, a3_2, a4_0, a4_1, a4_2, a5_0, a5_1, a5_2, a6_0, a6_1, a6_2, a7_0, a7_1, a7_2);
+    for (var k = 0u; k < 24u; k++) {
+        let orow = k / 3u;
+        let px = k % 3u;
+        if (oy0 + orow < P.ho && ox0 + px < P.wo) {
+            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);
+        }
     }
 }
 
@@ -1181,77 +1053,13 @@ fn core_2x2_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (n >= P.nb || lrel >= P.nl) {
         return;
     }
-    if (oy0 + 0u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 0u, a0_0);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 1u, a0_1);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 2u, a0_2);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 3u, a0_3);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 4u, a0_4);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 5u, a0_5);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 0u, a1_0);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 1u, a1_1);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 2u, a1_2);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 3u, a1_3);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 4u, a1_4);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 5u, a1_5);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 0u, a2_0);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 1u, a2_1);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 2u, a2_2);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 3u, a2_3);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 4u, a2_4);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 5u, a2_5);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 0u, a3_0);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 1u, a3_1);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 2u, a3_2);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 3u, a3_3);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 4u, a3_4);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 5u, a3_5);
+    let acc = array<f32, 24>(a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a3_0, a3_1, a3_2, a3_3, a3_4, a3_5);
+    for (var k = 0u; k < 24u; k++) {
+        let orow = k / 6u;
+        let px = k % 6u;
+        if (oy0 + orow < P.ho && ox0 + px < P.wo) {
+            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);
+        }
     }
 }
 
@@ -1389,77 +1197,13 @@ fn core_2x1_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (n >= P.nb || lrel >= P.nl) {
         return;
     }
-    if (oy0 + 0u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 0u, a0_0);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 1u, a0_1);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 2u, a0_2);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 3u, a0_3);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 4u, a0_4);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 5u, a0_5);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 6u, a0_6);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 7u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 7u, a0_7);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 0u, a1_0);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 1u, a1_1);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 2u, a1_2);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 3u, a1_3);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 4u, a1_4);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 5u, a1_5);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 6u, a1_6);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 7u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 7u, a1_7);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 0u, a2_0);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 1u, a2_1);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 2u, a2_2);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 3u, a2_3);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 4u, a2_4);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 5u, a2_5);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 6u, a2_6);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 7u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 7u, a2_7);
+    let acc = array<f32, 24>(a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7);
+    for (var k = 0u; k < 24u; k++) {
+        let orow = k / 8u;
+        let px = k % 8u;
+        if (oy0 + orow < P.ho && ox0 + px < P.wo) {
+            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);
+        }
     }
 }
 
@@ -1579,68 +1323,13 @@ fn core_1x2_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (n >= P.nb || lrel >= P.nl) {
         return;
     }
-    if (oy0 + 0u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 0u, a0_0);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 1u, a0_1);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 2u, a0_2);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 3u, a0_3);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 4u, a0_4);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 5u, a0_5);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 6u, a0_6);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 0u, a1_0);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 1u, a1_1);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 2u, a1_2);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 3u, a1_3);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 4u, a1_4);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 5u, a1_5);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 6u, a1_6);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 0u, a2_0);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 1u, a2_1);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 2u, a2_2);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 3u, a2_3);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 4u, a2_4);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 5u, a2_5);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 6u, a2_6);
+    let acc = array<f32, 21>(a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6);
+    for (var k = 0u; k < 21u; k++) {
+        let orow = k / 7u;
+        let px = k % 7u;
+        if (oy0 + orow < P.ho && ox0 + px < P.wo) {
+            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);
+        }
     }
 }
 
@@ -1741,77 +1430,13 @@ fn core_1x1_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (n >= P.nb || lrel >= P.nl) {
         return;
     }
-    if (oy0 + 0u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 0u, a0_0);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 1u, a0_1);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 2u, a0_2);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 3u, a0_3);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 4u, a0_4);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 5u, a0_5);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 6u, a0_6);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 7u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 7u, a0_7);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 0u, a1_0);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 1u, a1_1);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 2u, a1_2);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 3u, a1_3);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 4u, a1_4);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 5u, a1_5);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 6u, a1_6);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 7u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 7u, a1_7);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 0u, a2_0);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 1u, a2_1);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 2u, a2_2);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 3u, a2_3);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 4u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 4u, a2_4);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 5u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 5u, a2_5);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 6u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 6u, a2_6);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 7u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 7u, a2_7);
+    let acc = array<f32, 24>(a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7);
+    for (var k = 0u; k < 24u; k++) {
+        let orow = k / 8u;
+        let px = k % 8u;
+        if (oy0 + orow < P.ho && ox0 + px < P.wo) {
+            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);
+        }
     }
 }
 
@@ -2098,77 +1723,13 @@ fn core_2x2_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (n >= P.nb || lrel >= P.nl) {
         return;
     }
-    if (oy0 + 0u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 0u, a0_0);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 1u, a0_1);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 2u, a0_2);
-    }
-    if (oy0 + 0u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 0u, ox0 + 3u, a0_3);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 0u, a1_0);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 1u, a1_1);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 2u, a1_2);
-    }
-    if (oy0 + 1u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 1u, ox0 + 3u, a1_3);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 0u, a2_0);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 1u, a2_1);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 2u, a2_2);
-    }
-    if (oy0 + 2u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 2u, ox0 + 3u, a2_3);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 0u, a3_0);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 1u, a3_1);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 2u, a3_2);
-    }
-    if (oy0 + 3u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 3u, ox0 + 3u, a3_3);
-    }
-    if (oy0 + 4u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 4u, ox0 + 0u, a4_0);
-    }
-    if (oy0 + 4u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 4u, ox0 + 1u, a4_1);
-    }
-    if (oy0 + 4u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 4u, ox0 + 2u, a4_2);
-    }
-    if (oy0 + 4u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 4u, ox0 + 3u, a4_3);
-    }
-    if (oy0 + 5u < P.ho && ox0 + 0u < P.wo) {
-        store_out(n, g, l, oy0 + 5u, ox0 + 0u, a5_0);
-    }
-    if (oy0 + 5u < P.ho && ox0 + 1u < P.wo) {
-        store_out(n, g, l, oy0 + 5u, ox0 + 1u, a5_1);
-    }
-    if (oy0 + 5u < P.ho && ox0 + 2u < P.wo) {
-        store_out(n, g, l, oy0 + 5u, ox0 + 2u, a5_2);
-    }
-    if (oy0 + 5u < P.ho && ox0 + 3u < P.wo) {
-        store_out(n, g, l, oy0 + 5u, ox0 + 3u, a5_3);
+    let acc = array<f32, 24>(a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3, a4_0, a4_1, a4_2, a4_3, a5_0, a5_1, a5_2, a5_3);
+    for (var k = 0u; k < 24u; k++) {
+        let orow = k / 4u;
+        let px = k % 4u;
+        if (oy0 + orow < P.ho && ox0 + px < P.wo) {
+            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);
+        }
     }
 }
 
@@ -2578,29 +2139,11 @@ fn wgrad_3x3_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (gi >= P.ng || lrel >= P.nl) {
         return;
     }
-    if (rb * 2u + 0u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 2u + 0u) * 9u;
-        gpart[pb + 0u] = a0_0;
-        gpart[pb + 1u] = a0_1;
-        gpart[pb + 2u] = a0_2;
-        gpart[pb + 3u] = a0_3;
-        gpart[pb + 4u] = a0_4;
-        gpart[pb + 5u] = a0_5;
-        gpart[pb + 6u] = a0_6;
-        gpart[pb + 7u] = a0_7;
-        gpart[pb + 8u] = a0_8;
-    }
-    if (rb * 2u + 1u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 2u + 1u) * 9u;
-        gpart[pb + 0u] = a1_0;
-        gpart[pb + 1u] = a1_1;
-        gpart[pb + 2u] = a1_2;
-        gpart[pb + 3u] = a1_3;
-        gpart[pb + 4u] = a1_4;
-        gpart[pb + 5u] = a1_5;
-        gpart[pb + 6u] = a1_6;
-        gpart[pb + 7u] = a1_7;
-        gpart[pb + 8u] = a1_8;
+    let acc = array<f32, 18>(a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a0_8, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a1_8);
+    let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 2u) * 9u;
+    let nvalid = min(2u, P.nr - rb * 2u) * 9u;
+    for (var k = 0u; k < nvalid; k++) {
+        gpart[pb + k] = acc[k];
     }
 }
 
@@ -2884,29 +2427,11 @@ fn wgrad_3x3_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (gi >= P.ng || lrel >= P.nl) {
         return;
     }
-    if (rb * 2u + 0u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 2u + 0u) * 9u;
-        gpart[pb + 0u] = a0_0;
-        gpart[pb + 1u] = a0_1;
-        gpart[pb + 2u] = a0_2;
-        gpart[pb + 3u] = a0_3;
-        gpart[pb + 4u] = a0_4;
-        gpart[pb + 5u] = a0_5;
-        gpart[pb + 6u] = a0_6;
-        gpart[pb + 7u] = a0_7;
-        gpart[pb + 8u] = a0_8;
-    }
-    if (rb * 2u + 1u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 2u + 1u) * 9u;
-        gpart[pb + 0u] = a1_0;
-        gpart[pb + 1u] = a1_1;
-        gpart[pb + 2u] = a1_2;
-        gpart[pb + 3u] = a1_3;
-        gpart[pb + 4u] = a1_4;
-        gpart[pb + 5u] = a1_5;
-        gpart[pb + 6u] = a1_6;
-        gpart[pb + 7u] = a1_7;
-        gpart[pb + 8u] = a1_8;
+    let acc = array<f32, 18>(a0_0, a0_1, a0_2, a0_3, a0_4, a0_5, a0_6, a0_7, a0_8, a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7, a1_8);
+    let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 2u) * 9u;
+    let nvalid = min(2u, P.nr - rb * 2u) * 9u;
+    for (var k = 0u; k < nvalid; k++) {
+        gpart[pb + k] = acc[k];
     }
 }
 
@@ -3428,47 +2953,11 @@ fn wgrad_2x2_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (gi >= P.ng || lrel >= P.nl) {
         return;
     }
-    if (rb * 6u + 0u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 6u + 0u) * 4u;
-        gpart[pb + 0u] = a0_0;
-        gpart[pb + 1u] = a0_1;
-        gpart[pb + 2u] = a0_2;
-        gpart[pb + 3u] = a0_3;
-    }
-    if (rb * 6u + 1u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 6u + 1u) * 4u;
-        gpart[pb + 0u] = a1_0;
-        gpart[pb + 1u] = a1_1;
-        gpart[pb + 2u] = a1_2;
-        gpart[pb + 3u] = a1_3;
-    }
-    if (rb * 6u + 2u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 6u + 2u) * 4u;
-        gpart[pb + 0u] = a2_0;
-        gpart[pb + 1u] = a2_1;
-        gpart[pb + 2u] = a2_2;
-        gpart[pb + 3u] = a2_3;
-    }
-    if (rb * 6u + 3u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 6u + 3u) * 4u;
-        gpart[pb + 0u] = a3_0;
-        gpart[pb + 1u] = a3_1;
-        gpart[pb + 2u] = a3_2;
-        gpart[pb + 3u] = a3_3;
-    }
-    if (rb * 6u + 4u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 6u + 4u) * 4u;
-        gpart[pb + 0u] = a4_0;
-        gpart[pb + 1u] = a4_1;
-        gpart[pb + 2u] = a4_2;
-        gpart[pb + 3u] = a4_3;
-    }
-    if (rb * 6u + 5u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 6u + 5u) * 4u;
-        gpart[pb + 0u] = a5_0;
-        gpart[pb + 1u] = a5_1;
-        gpart[pb + 2u] = a5_2;
-        gpart[pb + 3u] = a5_3;
+    let acc = array<f32, 24>(a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3, a4_0, a4_1, a4_2, a4_3, a5_0, a5_1, a5_2, a5_3);
+    let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 6u) * 4u;
+    let nvalid = min(6u, P.nr - rb * 6u) * 4u;
+    for (var k = 0u; k < nvalid; k++) {
+        gpart[pb + k] = acc[k];
     }
 }
 
@@ -4170,68 +3659,10 @@ fn wgrad_1x1_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (gi >= P.ng || lrel >= P.nl) {
         return;
     }
-    if (rb * 16u + 0u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 0u) * 1u;
-        gpart[pb + 0u] = a0_0;
-    }
-    if (rb * 16u + 1u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 1u) * 1u;
-        gpart[pb + 0u] = a1_0;
-    }
-    if (rb * 16u + 2u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 2u) * 1u;
-        gpart[pb + 0u] = a2_0;
-    }
-    if (rb * 16u + 3u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 3u) * 1u;
-        gpart[pb + 0u] = a3_0;
-    }
-    if (rb * 16u + 4u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 4u) * 1u;
-        gpart[pb + 0u] = a4_0;
-    }
-    if (rb * 16u + 5u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 5u) * 1u;
-        gpart[pb + 0u] = a5_0;
-    }
-    if (rb * 16u + 6u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 6u) * 1u;
-        gpart[pb + 0u] = a6_0;
-    }
-    if (rb * 16u + 7u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 7u) * 1u;
-        gpart[pb + 0u] = a7_0;
-    }
-    if (rb * 16u + 8u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 8u) * 1u;
-        gpart[pb + 0u] = a8_0;
-    }
-    if (rb * 16u + 9u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 9u) * 1u;
-        gpart[pb + 0u] = a9_0;
-    }
-    if (rb * 16u + 10u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 10u) * 1u;
-        gpart[pb + 0u] = a10_0;
-    }
-    if (rb * 16u + 11u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 11u) * 1u;
-        gpart[pb + 0u] = a11_0;
-    }
-    if (rb * 16u + 12u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 12u) * 1u;
-        gpart[pb + 0u] = a12_0;
-    }
-    if (rb * 16u + 13u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 13u) * 1u;
-        gpart[pb + 0u] = a13_0;
-    }
-    if (rb * 16u + 14u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 14u) * 1u;
-        gpart[pb + 0u] = a14_0;
-    }
-    if (rb * 16u + 15u < P.nr) {
-        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u + 15u) * 1u;
-        gpart[pb + 0u] = a15_0;
+    let acc = array<f32, 16>(a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, a12_0, a13_0, a14_0, a15_0);
+    let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * 16u) * 1u;
+    let nvalid = min(16u, P.nr - rb * 16u) * 1u;
+    for (var k = 0u; k < nvalid; k++) {
+        gpart[pb + k] = acc[k];
     }
 }

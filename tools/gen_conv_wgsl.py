@@ -169,11 +169,15 @@ def gen_core(TY, TX, SI, PR, PX):
     w(f"    if (n >= P.nb || lrel >= P.nl) {{")
     w(f"        return;")
     w(f"    }}")
-    for r in range(PR):
-        for p in range(PX):
-            w(f"    if (oy0 + {r}u < P.ho && ox0 + {p}u < P.wo) {{")
-            w(f"        store_out(n, g, l, oy0 + {r}u, ox0 + {p}u, a{r}_{p});")
-            w(f"    }}")
+    # epilogue as a loop over an array: one inlined store instead of PR*PX (code size)
+    w(f"    let acc = array<f32, {PR * PX}>(" + ", ".join(f"a{r}_{p}" for r in range(PR) for p in range(PX)) + ");")
+    w(f"    for (var k = 0u; k < {PR * PX}u; k++) {{")
+    w(f"        let orow = k / {PX}u;")
+    w(f"        let px = k % {PX}u;")
+    w(f"        if (oy0 + orow < P.ho && ox0 + px < P.wo) {{")
+    w(f"            store_out(n, g, l, oy0 + orow, ox0 + px, acc[k]);")
+    w(f"        }}")
+    w(f"    }}")
     w("}")
     return "\n".join(o)
 
@@ -262,12 +266,12 @@ def gen_wgrad(TY, TX, SI, CT, PX):
     w(f"    if (gi >= P.ng || lrel >= P.nl) {{")
     w(f"        return;")
     w(f"    }}")
-    for c in range(CT):
-        w(f"    if (rb * {CT}u + {c}u < P.nr) {{")
-        w(f"        let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * {CT}u + {c}u) * {T}u;")
-        for k in range(T):
-            w(f"        gpart[pb + {k}u] = a{c}_{k};")
-        w(f"    }}")
+    w(f"    let acc = array<f32, {CT * T}>(" + ", ".join(f"a{c}_{k}" for c in range(CT) for k in range(T)) + ");")
+    w(f"    let pb = P.wp_off + split * P.aux1 + ((g * P.lt + l) * P.rt + P.r0 + rb * {CT}u) * {T}u;")
+    w(f"    let nvalid = min({CT}u, P.nr - rb * {CT}u) * {T}u;")
+    w(f"    for (var k = 0u; k < nvalid; k++) {{")
+    w(f"        gpart[pb + k] = acc[k];")
+    w(f"    }}")
     w("}")
     return "\n".join(o)
 
