@@ -85,6 +85,27 @@ def main():
         y.backward(gd)
     emit("degradation 19x19 circular s4 @512^2", "fwd+kernel-grad", timeit(deg, it), 2 * 2.0 * 3 * 19 * 19 * 128 * 128)
 
+    z = torch.randn(3, 256, 256, dtype=torch.complex64, requires_grad=True)
+    gz = torch.randn(3, 256, 256, dtype=torch.complex64)
+    def fft():
+        y = torch.fft.fft2(z)
+        y.backward(gz)
+    emit("fft2 3x256x256 complex", "fwd+bwd", timeit(fft, it), 0.0)
+
+    a = torch.rand(1, 3, 256, 256, requires_grad=True)
+    b = torch.rand(1, 3, 256, 256)
+    w1 = torch.exp(-((torch.arange(11, dtype=torch.float32) - 5) ** 2) / (2 * 1.5 ** 2))
+    w1 = w1 / w1.sum()
+    win = (w1[:, None] * w1[None, :]).expand(3, 1, 11, 11).contiguous()
+    def ssim():
+        f = lambda t: F.conv2d(t, win, padding=5, groups=3)
+        ma, mb = f(a), f(b)
+        saa, sbb, sab = f(a * a) - ma ** 2, f(b * b) - mb ** 2, f(a * b) - ma * mb
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        s = ((2 * ma * mb + c1) * (2 * sab + c2)) / ((ma ** 2 + mb ** 2 + c1) * (saa + sbb + c2))
+        (1 - s.mean()).backward()
+    emit("ssim loss 3x256x256", "fwd+bwd", timeit(ssim, it), 0.0)
+
 
 if __name__ == "__main__":
     main()
