@@ -21,7 +21,7 @@ done
 S=../shared/spec/testvectors/set5_official_inputs
 [ -d "$S" ] || { echo "Set5 inputs not found at $S" >&2; exit 1; }
 cargo build --release -q
-bin=target/release/dkp
+bin="${CARGO_TARGET_DIR:-target}/release/dkp"
 mkdir -p "$out"
 ours_args=(--preset paper --force)
 ref_args=()
