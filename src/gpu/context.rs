@@ -96,6 +96,8 @@ pub struct Context {
     lost: Arc<Mutex<Option<String>>>,
     pub(crate) tapes: TapeSet,
     force_f32: AtomicBool,
+    /// MAP_READ staging buffers for readback, reused by size class.
+    staging: Mutex<std::collections::HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
 /// List the adapters wgpu can see for the requested backends.
@@ -235,6 +237,7 @@ impl Context {
             lost,
             tapes: TapeSet::default(),
             force_f32: AtomicBool::new(false),
+            staging: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -606,19 +609,32 @@ impl Context {
         self.check_errors()
     }
 
-    /// Flush, then copy `size` bytes of `src` at `offset` to the host.
+    /// Flush, then copy `size` bytes of `src` at `offset` to the host (through a pooled
+    /// staging buffer).
     pub fn read_bytes(&self, src: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
-        let size4 = size.div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("dkp-readback"),
-            size: size4.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let size4 = size.div_ceil(4).max(1) * 4;
+        let class = super::pool::size_class(size4);
+        let reused = self
+            .staging
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get_mut(&class).and_then(|v| v.pop()));
+        let staging = match reused {
+            Some(b) => b,
+            None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("dkp-readback"),
+                size: class,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
         self.record_copy(src, offset, &staging, 0, size4)?;
         self.flush()?;
         let mut v = self.map_read(&staging, 0, size4)?;
         v.truncate(size as usize);
+        if let Ok(mut m) = self.staging.lock() {
+            m.entry(class).or_default().push(staging);
+        }
         Ok(v)
     }
 
