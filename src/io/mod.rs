@@ -6,6 +6,7 @@ pub mod image;
 pub mod kernel;
 pub mod mat;
 pub mod plot;
+pub mod weights;
 
 use std::io::Write;
 use std::path::Path;

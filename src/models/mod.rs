@@ -2,3 +2,4 @@
 
 pub mod dip_skip;
 pub mod kernel_mlp;
+pub mod unet;

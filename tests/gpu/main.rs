@@ -16,3 +16,4 @@ mod resample;
 mod shape;
 mod softmax;
 mod timing_fftloss;
+mod unet;
