@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod degrade_cpu;
+pub mod diffusion;
 pub mod dip_dkp;
 pub mod kernels;
 pub mod metrics;
