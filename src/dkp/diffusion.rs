@@ -108,8 +108,8 @@ impl Schedule {
             alphas_cumprod,
             alphas_cumprod_prev,
         };
-        for i in 0..n {
-            let (b, a, ap) = (betas[i], s.alphas_cumprod[i], s.alphas_cumprod_prev[i]);
+        for (i, &b) in betas.iter().enumerate() {
+            let (a, ap) = (s.alphas_cumprod[i], s.alphas_cumprod_prev[i]);
             s.posterior_mean_coef1.push(b * ap.sqrt() / (1.0 - a));
             s.posterior_mean_coef2
                 .push((1.0 - ap) * (1.0 - b).sqrt() / (1.0 - a));
