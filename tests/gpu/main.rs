@@ -4,6 +4,7 @@
 mod common;
 mod conv;
 mod core;
+mod diffdkp;
 mod dip_model;
 mod elementwise;
 mod fft;
