@@ -32,6 +32,8 @@ enum Cmd {
     Eval(cli::eval::EvalArgs),
     /// Blind SR with DIP-DKP: estimate the blur kernel and restore the HR image.
     Dip(Box<cli::dip::DipArgs>),
+    /// Blind deblurring with Diff-DKP (diffusion UNet + DKP kernel net); no classifier guidance.
+    Diff(Box<cli::diff::DiffArgs>),
     /// Benchmarks: per-kernel GPU timings (GFLOP/s, GB/s) at representative sizes.
     Bench(cli::bench::BenchArgs),
 }
@@ -57,6 +59,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Prepare(a) => cli::prepare::run(&a),
         Cmd::Eval(a) => cli::eval::run(&a),
         Cmd::Dip(a) => cli::dip::run(&opts, &a),
+        Cmd::Diff(a) => cli::diff::run(&opts, &a),
         Cmd::Bench(a) => cli::bench::run(&opts, &a),
     }
 }
