@@ -34,6 +34,8 @@ enum Cmd {
     Dip(Box<cli::dip::DipArgs>),
     /// Non-blind SR with USRNet-tiny and a known blur kernel (DKP's correlation convention).
     Usrnet(cli::usrnet::UsrnetArgs),
+    /// Blind deblurring with Diff-DKP (diffusion UNet + DKP kernel net); no classifier guidance.
+    Diff(Box<cli::diff::DiffArgs>),
     /// Benchmarks: per-kernel GPU timings (GFLOP/s, GB/s) at representative sizes.
     Bench(cli::bench::BenchArgs),
 }
@@ -59,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Prepare(a) => cli::prepare::run(&a),
         Cmd::Eval(a) => cli::eval::run(&a),
         Cmd::Dip(a) => cli::dip::run(&opts, &a),
+        Cmd::Diff(a) => cli::diff::run(&opts, &a),
         Cmd::Bench(a) => cli::bench::run(&opts, &a),
         Cmd::Usrnet(a) => cli::usrnet::run(&opts, &a),
     }

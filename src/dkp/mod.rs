@@ -2,7 +2,10 @@
 //! reference of the degradation, the evaluation metrics and the dataset generator.
 
 pub mod dataset;
+pub mod ddnm;
 pub mod degrade_cpu;
+pub mod diff_dkp;
+pub mod diffusion;
 pub mod dip_dkp;
 pub mod kernels;
 pub mod metrics;

@@ -53,7 +53,8 @@ fn ferr(path: &Path, msg: impl Into<String>) -> Error {
 impl WeightFile {
     /// Open `path` and parse its header. A missing file gives an error that says where model
     /// weights come from (`weights/README.md`); a truncated or malformed file is rejected here.
-    pub fn open(path: &Path) -> Result<WeightFile> {
+    pub fn open(path: impl AsRef<Path>) -> Result<WeightFile> {
+        let path = path.as_ref();
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

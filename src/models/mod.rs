@@ -3,3 +3,4 @@
 pub mod dip_skip;
 pub mod kernel_mlp;
 pub mod usrnet;
+pub mod unet;

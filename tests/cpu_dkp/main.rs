@@ -2,6 +2,7 @@
 //! dataset generator, against NumPy/SciPy/OpenCV goldens and the spec's test vectors.
 
 mod common;
+mod diffusion;
 mod io;
 mod kernels;
 mod metrics;

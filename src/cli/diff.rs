@@ -1,0 +1,222 @@
+//! `dkp diff`: blind deblurring / SR with Diff-DKP (DDNM sampling with the guided-diffusion
+//! UNet and the DKP kernel network, spec §6).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+
+use dkp::Context;
+use dkp::Tensor;
+use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, DiffPriorKind, Warmup};
+use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
+use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
+use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
+use dkp::io::weights::WeightFile;
+use dkp::models::unet::{Unet, UnetConfig, missing_weights_error};
+use dkp::rand::Rng;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum ModeArg {
+    /// The released code on PyTorch >= 2: y in [0,1], |IFFT|, kernel frozen after warm-up.
+    Faithful,
+    /// The intended method: y in [-1,1], real part, kernel updated every step (i < 90).
+    Corrected,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum DiffPriorArg {
+    Gaussian,
+    Motion,
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+The observation must be the model's size (256x256 for the ImageNet UNet): either the blurred \
+image itself, or an LR image of 256/sf per side, which is bicubic-upsampled by --sf. Larger \
+images are refused (tiled sampling is not implemented): crop first, or pass --crop.
+
+Classifier guidance is NOT implemented: sampling runs with classifier_scale 0, whereas the \
+released code uses the 256x256 classifier with scale 1.0; results differ from it.
+
+The UNet weights (guided-diffusion 256x256_diffusion.pt, ~2.2 GB) are not shipped: convert \
+them with tools/dkp-convert as explained in weights/README.md.")]
+pub struct DiffArgs {
+    /// Observed image (PNG/JPEG): 256x256, or (256/sf)x(256/sf) LR.
+    pub input: PathBuf,
+    /// Scale factor: an LR input is upsampled by it; also the evaluation border crop.
+    #[arg(long, default_value_t = 4)]
+    pub sf: usize,
+    /// UNet weights (safetensors with the checkpoint's key names). A `config` metadata entry
+    /// (guided-diffusion JSON) selects another configuration than the 256x256 ImageNet one.
+    #[arg(long, default_value = "weights/unet256.safetensors")]
+    pub unet: PathBuf,
+    /// Classifier for guidance: not implemented yet (guidance scale is 0).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Class label given to the class-conditional UNet (950 = "orange", as the released code).
+    #[arg(long, default_value_t = 950)]
+    pub class: usize,
+    /// Respaced diffusion steps (of 1000).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value = "corrected")]
+    pub mode: ModeArg,
+    /// Kernel warm-up steps on prior kernels (default: 1 faithful, 200 corrected).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub prior: DiffPriorArg,
+    /// Centre-crop a larger input to the model size instead of refusing it.
+    #[arg(long)]
+    pub crop: bool,
+    /// Output folder.
+    #[arg(long, default_value = "dkp-diff-out")]
+    pub out: PathBuf,
+    /// HR image for PSNR/SSIM (Y channel, sf-pixel border crop).
+    #[arg(long)]
+    pub hr: Option<PathBuf>,
+    /// Ground-truth kernel (.txt/.mat) for kernel PSNR.
+    #[arg(long = "kernel-gt")]
+    pub kernel_gt: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
+}
+
+/// The observation at the model size, or a clear refusal.
+fn prepare_input(img: RgbImage, size: usize, sf: usize, crop: bool) -> Result<(RgbImage, bool)> {
+    let (w, h) = (img.width, img.height);
+    if w == size && h == size {
+        return Ok((img, false));
+    }
+    if w > size || h > size {
+        if crop && w >= size && h >= size {
+            let c = img.crop((h - size) / 2, (w - size) / 2, size, size)?;
+            return Ok((c, false));
+        }
+        bail!(
+            "the input is {w}x{h}, but Diff-DKP samples {size}x{size} images (the UNet's size; \
+             tiled sampling of larger images is not implemented). Crop a {size}x{size} region \
+             first (e.g. `magick in.png -gravity center -crop {size}x{size}+0+0 out.png`), or \
+             pass --crop to take the centre {size}x{size}"
+        );
+    }
+    if sf > 0 && w * sf == size && h * sf == size {
+        return Ok((img, true));
+    }
+    bail!(
+        "the input is {w}x{h}: expected {size}x{size}, or an LR image of {0}x{0} with --sf {sf}",
+        size / sf.max(1)
+    )
+}
+
+pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
+    if args.classifier.is_some() {
+        bail!(
+            "classifier guidance is not implemented yet: run without --classifier (sampling then \
+             uses classifier_scale 0, unlike the released code's 1.0)"
+        );
+    }
+    if !args.unet.exists() {
+        return Err(missing_weights_error(&args.unet).into());
+    }
+    let wf = WeightFile::open(&args.unet)?;
+    let ucfg = if wf.metadata().is_some_and(|m| m.contains_key("config")) {
+        UnetConfig::from_weight_file(&wf)?
+    } else {
+        UnetConfig::imagenet256()
+    };
+    let size = ucfg.image_size;
+    let img = load_rgb(&args.input)?;
+    let (img, upsample) = prepare_input(img, size, args.sf, args.crop)?;
+    let hr = match &args.hr {
+        Some(p) => Some(load_rgb(p)?),
+        None => None,
+    };
+    let kgt = match &args.kernel_gt {
+        Some(p) => Some(read_kernel(p)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&args.out)?;
+
+    let ctx: Arc<Context> = Context::new(opts)?;
+    let unet = Unet::load(&ctx, ucfg.clone(), &wf)?;
+    let data: Vec<f32> = img.data.iter().map(|&v| v as f32).collect();
+    let mut y = Tensor::from_slice(&ctx, &data, &[1, 3, img.height, img.width])?;
+    if upsample {
+        y = dkp::ops::bicubic_resize(&y, size, size)?;
+    }
+    let mode = match args.mode {
+        ModeArg::Faithful => DiffMode::Faithful,
+        ModeArg::Corrected => DiffMode::Corrected,
+    };
+    let mut cfg = DiffDkpConfig::new(mode);
+    cfg.steps = args.steps;
+    cfg.seed = args.seed;
+    cfg.class_label = ucfg.num_classes.map(|_| args.class);
+    cfg.prior = match args.prior {
+        DiffPriorArg::Gaussian => DiffPriorKind::Gaussian,
+        DiffPriorArg::Motion => DiffPriorKind::MotionLine,
+    };
+    if let Some(n) = args.warmup {
+        cfg.warmup = Warmup::Prior { steps: n };
+    }
+    let mut dd = DiffDkp::new(&unet, &y, cfg)?;
+    let mut rng = Rng::new(args.seed ^ 0x5eed);
+    let n = args.steps;
+    let t0 = std::time::Instant::now();
+    let (img_t, kernel_t) = dd.run(&mut rng, |i, s| {
+        if i % 10 == 0 || i + 1 == n {
+            let msg = match (s.data_loss, s.prior_loss) {
+                (Some(d), Some(p)) => format!(" data loss {d:.3e}, prior KL {p:.3e}"),
+                _ => String::new(),
+            };
+            eprintln!(
+                "step {:>3}/{n} ({:.1}s){msg}",
+                n - i,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    })?;
+    let v = img_t.to_vec()?;
+    let out = RgbImage::new(size, size, v.iter().map(|&x| x as f64).collect())?;
+    let k = Kernel::new(
+        dd.cfg.k_size,
+        kernel_t.to_vec()?.iter().map(|&x| x as f64).collect(),
+    )?;
+    let name = stem(&args.input);
+    let png = args.out.join(format!("{name}_diffdkp.png"));
+    save_png(&png, &out, Quantize::Round)?;
+    write_kernel_txt(&args.out.join(format!("{name}_kernel.txt")), &k)?;
+    write_kernel_png(&args.out.join(format!("{name}_kernel.png")), &k, 8)?;
+    println!("wrote {}", png.display());
+    if let Some(hr) = hr {
+        let s = evaluate_pair(&hr, &out, args.sf)?;
+        println!(
+            "{name}: PSNR {:.2} dB, SSIM {:.4} (Y, {}-px border)",
+            s.psnr, s.ssim, args.sf
+        );
+    }
+    if let Some(g) = kgt {
+        if g.size != k.size {
+            bail!(
+                "ground-truth kernel is {0}x{0}, estimate {1}x{1}",
+                g.size,
+                k.size
+            );
+        }
+        println!(
+            "{name}: kernel PSNR {:.2} dB",
+            kernel_psnr(&g.data, &k.data)?
+        );
+    }
+    Ok(())
+}

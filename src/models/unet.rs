@@ -1,0 +1,822 @@
+//! OpenAI guided-diffusion `UNetModel` (inference only), exactly as spec §6.3: sinusoidal
+//! timestep embedding (cos half first) of the ORIGINAL timestep, time-embedding MLP, class
+//! embedding, scale-shift ResBlocks with GroupNorm32 (eps 1e-5) + SiLU, res-block up/down
+//! (nearest ×2 / 2×2 average pool on both paths), AttentionBlocks with the legacy QKV split,
+//! the skip stack and the GN-SiLU-conv output head.
+//!
+//! The parameter layout is derived from [`UnetConfig`] alone ([`UnetConfig::param_shapes`],
+//! in PyTorch state-dict order with the real key names), so the 256² model can be checked
+//! against the checkpoint key list without allocating anything, and weights load from
+//! safetensors by those names ([`Unet::load`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::autograd::no_grad;
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::io::weights::WeightFile;
+use crate::ops::{self, Conv2dParams, PadMode};
+use crate::tensor::Tensor;
+
+const GN_GROUPS: usize = 32;
+const GN_EPS: f32 = 1e-5;
+
+/// Hyper-parameters of a guided-diffusion `UNetModel` (only the variant Diff-DKP uses:
+/// scale-shift norm, res-block up/down, legacy attention order, no dropout at inference).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct UnetConfig {
+    pub image_size: usize,
+    pub in_channels: usize,
+    pub model_channels: usize,
+    pub channel_mult: Vec<usize>,
+    pub num_res_blocks: usize,
+    /// Downsample rates `ds` (1, 2, 4, ...) at which blocks get attention (the script's
+    /// "32,16,8" at 256² means ds ∈ {8, 16, 32}).
+    pub attention_resolutions: Vec<usize>,
+    /// Channels per attention head; `None` means use `num_heads` heads instead.
+    pub num_head_channels: Option<usize>,
+    pub num_heads: usize,
+    /// Class-conditional with this many classes (label embedding table).
+    pub num_classes: Option<usize>,
+    /// Output 2·in_channels channels (ε and the variance interpolation) instead of in_channels.
+    pub learn_sigma: bool,
+}
+
+impl UnetConfig {
+    /// The 256×256 class-conditional ImageNet model of Diff-DKP (spec §6.2): 553,838,086
+    /// parameters.
+    pub fn imagenet256() -> Self {
+        Self {
+            image_size: 256,
+            in_channels: 3,
+            model_channels: 256,
+            channel_mult: vec![1, 1, 2, 2, 4, 4],
+            num_res_blocks: 2,
+            attention_resolutions: vec![8, 16, 32],
+            num_head_channels: Some(64),
+            num_heads: 4,
+            num_classes: Some(1000),
+            learn_sigma: true,
+        }
+    }
+
+    /// The configuration in a guided-diffusion JSON config (the `config` metadata entry of
+    /// `unet_mini_reference.safetensors`: `image_size`, `in_channels`, `model_channels`,
+    /// `out_channels`, `num_res_blocks`, `attention_resolutions` (as ds rates),
+    /// `channel_mult`, `num_classes`, `num_heads`, `num_head_channels`, ...). Variants this
+    /// port does not implement (no scale-shift norm, conv up/down, new attention order,
+    /// `num_heads_upsample` ≠ -1) are refused.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let bad = |m: String| Error::Invalid(format!("UNet config: {m}"));
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let uint = |k: &str| -> Result<usize> {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("missing or non-integer `{k}`")))
+        };
+        let list = |k: &str| -> Result<Vec<usize>> {
+            v.get(k)
+                .and_then(|x| x.as_array())
+                .ok_or_else(|| bad(format!("missing list `{k}`")))?
+                .iter()
+                .map(|x| x.as_u64().map(|x| x as usize))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad(format!("`{k}` must hold integers")))
+        };
+        let flag = |k: &str, want: bool| -> Result<()> {
+            match v.get(k).and_then(|x| x.as_bool()) {
+                Some(b) if b != want => Err(bad(format!(
+                    "`{k}` = {b} is not supported (only {want}, as the 256² Diff-DKP model)"
+                ))),
+                _ => Ok(()),
+            }
+        };
+        flag("use_scale_shift_norm", true)?;
+        flag("resblock_updown", true)?;
+        flag("use_new_attention_order", false)?;
+        if let Some(h) = v.get("num_heads_upsample").and_then(|x| x.as_i64())
+            && h != -1
+        {
+            return Err(bad(format!("num_heads_upsample = {h} is not supported")));
+        }
+        let in_channels = uint("in_channels").unwrap_or(3);
+        let out_channels = uint("out_channels")?;
+        let learn_sigma = if out_channels == 2 * in_channels {
+            true
+        } else if out_channels == in_channels {
+            false
+        } else {
+            return Err(bad(format!(
+                "out_channels {out_channels} must be in_channels ({in_channels}) or twice it"
+            )));
+        };
+        let num_head_channels = match v.get("num_head_channels").and_then(|x| x.as_i64()) {
+            Some(c) if c > 0 => Some(c as usize),
+            _ => None,
+        };
+        let num_classes = v
+            .get("num_classes")
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize);
+        let cfg = Self {
+            image_size: uint("image_size")?,
+            in_channels,
+            model_channels: uint("model_channels")?,
+            channel_mult: list("channel_mult")?,
+            num_res_blocks: uint("num_res_blocks")?,
+            attention_resolutions: list("attention_resolutions")?,
+            num_head_channels,
+            num_heads: uint("num_heads").unwrap_or(1),
+            num_classes,
+            learn_sigma,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The config stored in a weight file's `config` metadata entry.
+    pub fn from_weight_file(wf: &WeightFile) -> Result<Self> {
+        let json = wf.metadata().and_then(|m| m.get("config")).ok_or_else(|| {
+            Error::Weights(format!(
+                "{}: no `config` entry in the safetensors metadata",
+                wf.path().display()
+            ))
+        })?;
+        Self::from_json(json)
+    }
+
+    pub fn out_channels(&self) -> usize {
+        if self.learn_sigma {
+            2 * self.in_channels
+        } else {
+            self.in_channels
+        }
+    }
+
+    pub fn time_embed_dim(&self) -> usize {
+        4 * self.model_channels
+    }
+
+    fn heads(&self, ch: usize) -> Result<usize> {
+        match self.num_head_channels {
+            Some(hc) if hc > 0 && ch.is_multiple_of(hc) => Ok(ch / hc),
+            Some(hc) => Err(Error::Invalid(format!(
+                "UNet config: {ch} channels are not a multiple of num_head_channels {hc}"
+            ))),
+            None if self.num_heads > 0 && ch.is_multiple_of(self.num_heads) => Ok(self.num_heads),
+            None => Err(Error::Invalid(format!(
+                "UNet config: {ch} channels are not divisible into {} heads",
+                self.num_heads
+            ))),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(format!("UNet config: {m}")));
+        if self.model_channels == 0 || self.channel_mult.is_empty() || self.in_channels == 0 {
+            return bad("model_channels, channel_mult and in_channels must be non-empty".into());
+        }
+        if !self.model_channels.is_multiple_of(2) {
+            return bad(format!(
+                "model_channels {} must be even (sinusoidal embedding)",
+                self.model_channels
+            ));
+        }
+        let down = 1usize << (self.channel_mult.len() - 1);
+        if !self.image_size.is_multiple_of(down) {
+            return bad(format!(
+                "image_size {} is not divisible by the total downsampling {down}",
+                self.image_size
+            ));
+        }
+        for &m in &self.channel_mult {
+            let ch = m * self.model_channels;
+            if m == 0 || !ch.is_multiple_of(GN_GROUPS) {
+                return bad(format!(
+                    "{ch} channels are not a positive multiple of the 32 GroupNorm groups"
+                ));
+            }
+        }
+        self.layout().map(|_| ())
+    }
+
+    /// The block structure (the `UNetModel.__init__` loops).
+    fn layout(&self) -> Result<Layout> {
+        let mc = self.model_channels;
+        let mut input = Vec::new();
+        let mut ch = self.channel_mult[0] * mc;
+        input.push(Block {
+            prefix: "input_blocks.0".into(),
+            layers: vec![LayerSpec::Conv {
+                cin: self.in_channels,
+                cout: ch,
+            }],
+        });
+        let mut chans = vec![ch];
+        let mut ds = 1;
+        let nlev = self.channel_mult.len();
+        for (level, &mult) in self.channel_mult.iter().enumerate() {
+            for _ in 0..self.num_res_blocks {
+                let out = mult * mc;
+                let mut layers = vec![LayerSpec::Res {
+                    cin: ch,
+                    cout: out,
+                    updown: UpDown::None,
+                }];
+                ch = out;
+                if self.attention_resolutions.contains(&ds) {
+                    layers.push(LayerSpec::Attn {
+                        c: ch,
+                        heads: self.heads(ch)?,
+                    });
+                }
+                input.push(Block {
+                    prefix: format!("input_blocks.{}", input.len()),
+                    layers,
+                });
+                chans.push(ch);
+            }
+            if level + 1 != nlev {
+                input.push(Block {
+                    prefix: format!("input_blocks.{}", input.len()),
+                    layers: vec![LayerSpec::Res {
+                        cin: ch,
+                        cout: ch,
+                        updown: UpDown::Down,
+                    }],
+                });
+                chans.push(ch);
+                ds *= 2;
+            }
+        }
+        let middle = Block {
+            prefix: "middle_block".into(),
+            layers: vec![
+                LayerSpec::Res {
+                    cin: ch,
+                    cout: ch,
+                    updown: UpDown::None,
+                },
+                LayerSpec::Attn {
+                    c: ch,
+                    heads: self.heads(ch)?,
+                },
+                LayerSpec::Res {
+                    cin: ch,
+                    cout: ch,
+                    updown: UpDown::None,
+                },
+            ],
+        };
+        let mut output = Vec::new();
+        for (level, &mult) in self.channel_mult.iter().enumerate().rev() {
+            for i in 0..=self.num_res_blocks {
+                let ich = chans.pop().expect("skip stack");
+                let out = mc * mult;
+                let mut layers = vec![LayerSpec::Res {
+                    cin: ch + ich,
+                    cout: out,
+                    updown: UpDown::None,
+                }];
+                ch = out;
+                if self.attention_resolutions.contains(&ds) {
+                    layers.push(LayerSpec::Attn {
+                        c: ch,
+                        heads: self.heads(ch)?,
+                    });
+                }
+                if level > 0 && i == self.num_res_blocks {
+                    layers.push(LayerSpec::Res {
+                        cin: ch,
+                        cout: ch,
+                        updown: UpDown::Up,
+                    });
+                    ds /= 2;
+                }
+                output.push(Block {
+                    prefix: format!("output_blocks.{}", output.len()),
+                    layers,
+                });
+            }
+        }
+        Ok(Layout {
+            input,
+            middle,
+            output,
+            out_ch: ch,
+        })
+    }
+
+    /// Every parameter `(key, shape)` in PyTorch state-dict order, with the checkpoint's key
+    /// names. Nothing is allocated.
+    pub fn param_shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let lay = self.layout()?;
+        let (mc, te) = (self.model_channels, self.time_embed_dim());
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            ("time_embed.0.weight".into(), vec![te, mc]),
+            ("time_embed.0.bias".into(), vec![te]),
+            ("time_embed.2.weight".into(), vec![te, te]),
+            ("time_embed.2.bias".into(), vec![te]),
+        ];
+        if let Some(nc) = self.num_classes {
+            v.push(("label_emb.weight".into(), vec![nc, te]));
+        }
+        for b in lay
+            .input
+            .iter()
+            .chain(std::iter::once(&lay.middle))
+            .chain(lay.output.iter())
+        {
+            for (i, l) in b.layers.iter().enumerate() {
+                l.params(&format!("{}.{i}", b.prefix), te, &mut v);
+            }
+        }
+        v.push(("out.0.weight".into(), vec![lay.out_ch]));
+        v.push(("out.0.bias".into(), vec![lay.out_ch]));
+        let c0 = self.channel_mult[0] * mc;
+        v.push(("out.2.weight".into(), vec![self.out_channels(), c0, 3, 3]));
+        v.push(("out.2.bias".into(), vec![self.out_channels()]));
+        Ok(v)
+    }
+
+    /// Total number of parameters (from the shapes alone).
+    pub fn param_count(&self) -> Result<usize> {
+        Ok(self
+            .param_shapes()?
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum())
+    }
+
+    /// Check every key of this config against a weight file's header (no tensor is read):
+    /// one error listing the missing and mis-shaped keys (with both shapes).
+    pub fn check_file(&self, wf: &WeightFile) -> Result<()> {
+        let mut problems = Vec::new();
+        let shapes = self.param_shapes()?;
+        for (name, shape) in &shapes {
+            match wf.shape(name) {
+                None => problems.push(format!(
+                    "missing tensor `{name}` (expected shape {shape:?})"
+                )),
+                Some(found) if found != shape.as_slice() => problems.push(format!(
+                    "tensor `{name}` has shape {found:?}, expected {shape:?}"
+                )),
+                _ => {}
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let n = problems.len();
+        let mut msg = format!(
+            "{}: {n} of the {} UNet tensors are missing or mis-shaped: ",
+            wf.path().display(),
+            shapes.len()
+        );
+        msg += &problems
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if n > 8 {
+            msg += &format!("; ... and {} more", n - 8);
+        }
+        Err(Error::Weights(msg))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UpDown {
+    None,
+    Up,
+    Down,
+}
+
+#[derive(Clone, Debug)]
+enum LayerSpec {
+    Conv {
+        cin: usize,
+        cout: usize,
+    },
+    Res {
+        cin: usize,
+        cout: usize,
+        updown: UpDown,
+    },
+    Attn {
+        c: usize,
+        heads: usize,
+    },
+}
+
+impl LayerSpec {
+    fn params(&self, p: &str, te: usize, v: &mut Vec<(String, Vec<usize>)>) {
+        let mut push = |n: &str, s: Vec<usize>| v.push((format!("{p}.{n}"), s));
+        match *self {
+            LayerSpec::Conv { cin, cout } => {
+                push("weight", vec![cout, cin, 3, 3]);
+                push("bias", vec![cout]);
+            }
+            LayerSpec::Res { cin, cout, .. } => {
+                push("in_layers.0.weight", vec![cin]);
+                push("in_layers.0.bias", vec![cin]);
+                push("in_layers.2.weight", vec![cout, cin, 3, 3]);
+                push("in_layers.2.bias", vec![cout]);
+                push("emb_layers.1.weight", vec![2 * cout, te]);
+                push("emb_layers.1.bias", vec![2 * cout]);
+                push("out_layers.0.weight", vec![cout]);
+                push("out_layers.0.bias", vec![cout]);
+                push("out_layers.3.weight", vec![cout, cout, 3, 3]);
+                push("out_layers.3.bias", vec![cout]);
+                if cin != cout {
+                    push("skip_connection.weight", vec![cout, cin, 1, 1]);
+                    push("skip_connection.bias", vec![cout]);
+                }
+            }
+            LayerSpec::Attn { c, .. } => {
+                push("norm.weight", vec![c]);
+                push("norm.bias", vec![c]);
+                push("qkv.weight", vec![3 * c, c, 1]);
+                push("qkv.bias", vec![3 * c]);
+                push("proj_out.weight", vec![c, c, 1]);
+                push("proj_out.bias", vec![c]);
+            }
+        }
+    }
+}
+
+struct Block {
+    prefix: String,
+    layers: Vec<LayerSpec>,
+}
+
+struct Layout {
+    input: Vec<Block>,
+    middle: Block,
+    output: Vec<Block>,
+    out_ch: usize,
+}
+
+/// Sinusoidal timestep embedding as guided-diffusion computes it in float32:
+/// `[cos(t·ω_j)]_{j<half} ++ [sin(t·ω_j)]_{j<half}`, `ω_j = exp(−ln(10000)·j/half)`
+/// (an odd `dim` gets a trailing zero).
+pub fn timestep_embedding(t: f64, dim: usize) -> Vec<f32> {
+    let half = dim / 2;
+    let tf = t as f32;
+    let mut out = vec![0f32; dim];
+    for j in 0..half {
+        let w = (-(10000f64.ln()) * j as f64 / half as f64).exp() as f32;
+        let arg = (tf * w) as f64;
+        out[j] = arg.cos() as f32;
+        out[half + j] = arg.sin() as f32;
+    }
+    out
+}
+
+/// Multi-head attention `softmax(scale · q kᵀ) v` over `[B, H, T, d]` tensors (softmax over the
+/// source positions), returning `[B, H, T, dv]`. This is the single place to swap in the tiled
+/// flash-attention op once it lands; this fallback materializes the `[B, H, T, T]` weights.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+    // Tiled (flash-style) kernel: no T x S score matrix beyond one tile.
+    ops::attention(q, k, v, scale)
+}
+
+fn conv3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    ops::conv2d(x, w, Some(b), &Conv2dParams::new(1, 1, PadMode::Zeros))
+}
+
+fn conv1(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    ops::conv2d(x, w, Some(b), &Conv2dParams::new(1, 0, PadMode::Zeros))
+}
+
+struct ResBlock {
+    cout: usize,
+    updown: UpDown,
+    in_norm: (Tensor, Tensor),
+    in_conv: (Tensor, Tensor),
+    emb: (Tensor, Tensor),
+    out_norm: (Tensor, Tensor),
+    out_conv: (Tensor, Tensor),
+    skip: Option<(Tensor, Tensor)>,
+}
+
+impl ResBlock {
+    /// `emb_act` = SiLU(emb), `[1, time_embed_dim]` (one timestep / class for the batch).
+    fn forward(&self, x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
+        let mut h = ops::group_norm_silu(x, GN_GROUPS, &self.in_norm.0, &self.in_norm.1, GN_EPS)?;
+        let x = match self.updown {
+            UpDown::None => x.clone(),
+            UpDown::Down => {
+                h = ops::avg_pool2x2(&h)?;
+                ops::avg_pool2x2(x)?
+            }
+            UpDown::Up => {
+                h = ops::upsample_nearest(&h, 2)?;
+                ops::upsample_nearest(x, 2)?
+            }
+        };
+        let h = conv3(&h, &self.in_conv.0, &self.in_conv.1)?;
+        // Scale-shift norm: GN(h)·(1 + s) + b with GN's affine (γ, β) folded in:
+        // n·γ(1+s) + β(1+s) + b, so one fused GroupNorm+SiLU pass does it all.
+        let eo = ops::linear(emb_act, &self.emb.0, Some(&self.emb.1))?;
+        let c = self.cout;
+        let s1 = ops::add_scalar(&ops::slice(&eo, 1, 0, c)?.reshape(&[c])?, 1.0)?;
+        let shift = ops::slice(&eo, 1, c, c)?.reshape(&[c])?;
+        let gamma = ops::mul(&self.out_norm.0, &s1)?;
+        let beta = ops::add(&ops::mul(&self.out_norm.1, &s1)?, &shift)?;
+        let h = ops::group_norm_silu(&h, GN_GROUPS, &gamma, &beta, GN_EPS)?;
+        let h = conv3(&h, &self.out_conv.0, &self.out_conv.1)?;
+        let skip = match &self.skip {
+            Some((w, b)) => conv1(&x, w, b)?,
+            None => x,
+        };
+        ops::add(&skip, &h)
+    }
+}
+
+struct AttnBlock {
+    c: usize,
+    heads: usize,
+    norm: (Tensor, Tensor),
+    /// Conv1d weights stored as 1×1 Conv2d `[3C, C, 1, 1]` / `[C, C, 1, 1]`.
+    qkv: (Tensor, Tensor),
+    proj: (Tensor, Tensor),
+}
+
+impl AttnBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.shape();
+        let (n, c, hh, ww) = (s[0], s[1], s[2], s[3]);
+        let t = hh * ww;
+        let hn = ops::group_norm(
+            &x.reshape(&[n, c, t])?,
+            GN_GROUPS,
+            &self.norm.0,
+            &self.norm.1,
+            GN_EPS,
+        )?;
+        let qkv = conv1(&hn.reshape(&[n, c, hh, ww])?, &self.qkv.0, &self.qkv.1)?;
+        // Legacy split: heads first, then q | k | v of `ch` rows each.
+        let ch = self.c / self.heads;
+        let qkv = qkv.reshape(&[n * self.heads, 3 * ch, t])?;
+        let part = |i: usize| -> Result<Tensor> {
+            ops::transpose2d(&ops::slice(&qkv, 1, i * ch, ch)?)?.reshape(&[n, self.heads, t, ch])
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        // (q·s)ᵀ(k·s) with s = ch^(-1/4) is scale·qᵀk with scale = ch^(-1/2).
+        let a = attention(&q, &k, &v, 1.0 / (ch as f32).sqrt())?;
+        let a =
+            ops::transpose2d(&a.reshape(&[n * self.heads, t, ch])?)?.reshape(&[n, c, hh, ww])?;
+        ops::add(x, &conv1(&a, &self.proj.0, &self.proj.1)?)
+    }
+}
+
+enum Module {
+    Conv(Tensor, Tensor),
+    Res(Box<ResBlock>),
+    Attn(Box<AttnBlock>),
+}
+
+impl Module {
+    fn forward(&self, x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
+        match self {
+            Module::Conv(w, b) => conv3(x, w, b),
+            Module::Res(r) => r.forward(x, emb_act),
+            Module::Attn(a) => a.forward(x),
+        }
+    }
+}
+
+fn run_block(mods: &[Module], x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
+    let mut h = x.clone();
+    for m in mods {
+        h = m.forward(&h, emb_act)?;
+    }
+    Ok(h)
+}
+
+/// The guided-diffusion UNet with loaded weights (inference only: `forward` runs under
+/// `no_grad`).
+pub struct Unet {
+    pub config: UnetConfig,
+    ctx: Arc<Context>,
+    time_embed: [(Tensor, Tensor); 2],
+    /// Label table kept on the host (one row is added per forward).
+    label_emb: Option<Vec<f32>>,
+    input: Vec<Vec<Module>>,
+    middle: Vec<Module>,
+    output: Vec<Vec<Module>>,
+    out_norm: (Tensor, Tensor),
+    out_conv: (Tensor, Tensor),
+}
+
+/// The error for a missing weights file, pointing at the conversion instructions.
+pub fn missing_weights_error(path: &Path) -> Error {
+    Error::Weights(format!(
+        "UNet weights file {} not found. Diff-DKP needs guided-diffusion's 256x256_diffusion.pt \
+         (≈2.2 GB, not shipped and not downloadable here) converted to safetensors: see \
+         weights/README.md (`cargo run -p dkp-convert -- 256x256_diffusion.pt \
+         weights/unet256.safetensors --map unet --strict`)",
+        path.display()
+    ))
+}
+
+impl Unet {
+    /// Open `path` and load it with `config` (every key and shape is checked first).
+    pub fn from_file(ctx: &Arc<Context>, config: UnetConfig, path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(missing_weights_error(path));
+        }
+        let wf = WeightFile::open(path)?;
+        Self::load(ctx, config, &wf)
+    }
+
+    /// Build the model from a weight file holding the real checkpoint key names.
+    pub fn load(ctx: &Arc<Context>, config: UnetConfig, wf: &WeightFile) -> Result<Self> {
+        config.validate()?;
+        config.check_file(wf)?;
+        let lay = config.layout()?;
+        let te = config.time_embed_dim();
+        let get = |name: &str, shape: &[usize]| wf.tensor(ctx, name, shape);
+        let wb = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
+            Ok((
+                get(&format!("{p}.weight"), ws)?,
+                get(&format!("{p}.bias"), &[bs])?,
+            ))
+        };
+        let mc = config.model_channels;
+        let time_embed = [
+            wb("time_embed.0", &[te, mc], te)?,
+            wb("time_embed.2", &[te, te], te)?,
+        ];
+        let label_emb = match config.num_classes {
+            Some(nc) => Some(wf.read_f32("label_emb.weight", &[nc, te])?),
+            None => None,
+        };
+        let build = |b: &Block| -> Result<Vec<Module>> {
+            let mut mods = Vec::new();
+            for (i, l) in b.layers.iter().enumerate() {
+                let p = format!("{}.{i}", b.prefix);
+                mods.push(match *l {
+                    LayerSpec::Conv { cin, cout } => {
+                        let (w, b) = wb(&p, &[cout, cin, 3, 3], cout)?;
+                        Module::Conv(w, b)
+                    }
+                    LayerSpec::Res { cin, cout, updown } => Module::Res(Box::new(ResBlock {
+                        cout,
+                        updown,
+                        in_norm: wb(&format!("{p}.in_layers.0"), &[cin], cin)?,
+                        in_conv: wb(&format!("{p}.in_layers.2"), &[cout, cin, 3, 3], cout)?,
+                        emb: wb(&format!("{p}.emb_layers.1"), &[2 * cout, te], 2 * cout)?,
+                        out_norm: wb(&format!("{p}.out_layers.0"), &[cout], cout)?,
+                        out_conv: wb(&format!("{p}.out_layers.3"), &[cout, cout, 3, 3], cout)?,
+                        skip: if cin != cout {
+                            Some(wb(
+                                &format!("{p}.skip_connection"),
+                                &[cout, cin, 1, 1],
+                                cout,
+                            )?)
+                        } else {
+                            None
+                        },
+                    })),
+                    LayerSpec::Attn { c, heads } => {
+                        let (qw, qb) = wb(&format!("{p}.qkv"), &[3 * c, c, 1], 3 * c)?;
+                        let (pw, pb) = wb(&format!("{p}.proj_out"), &[c, c, 1], c)?;
+                        Module::Attn(Box::new(AttnBlock {
+                            c,
+                            heads,
+                            norm: wb(&format!("{p}.norm"), &[c], c)?,
+                            qkv: (qw.reshape(&[3 * c, c, 1, 1])?, qb),
+                            proj: (pw.reshape(&[c, c, 1, 1])?, pb),
+                        }))
+                    }
+                });
+            }
+            Ok(mods)
+        };
+        let input = lay.input.iter().map(build).collect::<Result<Vec<_>>>()?;
+        let middle = build(&lay.middle)?;
+        let output = lay.output.iter().map(build).collect::<Result<Vec<_>>>()?;
+        let c0 = config.channel_mult[0] * mc;
+        let out_norm = wb("out.0", &[lay.out_ch], lay.out_ch)?;
+        let oc = config.out_channels();
+        let out_conv = wb("out.2", &[oc, c0, 3, 3], oc)?;
+        Ok(Self {
+            config,
+            ctx: ctx.clone(),
+            time_embed,
+            label_emb,
+            input,
+            middle,
+            output,
+            out_norm,
+            out_conv,
+        })
+    }
+
+    /// The conditioning vector `emb = MLP(TE(t)) + E[y]`, `[1, time_embed_dim]`.
+    pub fn embedding(&self, t: f64, y: Option<usize>) -> Result<Tensor> {
+        let mc = self.config.model_channels;
+        let te = self.config.time_embed_dim();
+        let t_emb = Tensor::from_slice(&self.ctx, &timestep_embedding(t, mc), &[1, mc])?;
+        let h = ops::linear(&t_emb, &self.time_embed[0].0, Some(&self.time_embed[0].1))?;
+        let emb = ops::linear(
+            &ops::silu(&h)?,
+            &self.time_embed[1].0,
+            Some(&self.time_embed[1].1),
+        )?;
+        match (&self.label_emb, y, self.config.num_classes) {
+            (Some(tab), Some(y), Some(nc)) => {
+                if y >= nc {
+                    return Err(Error::Invalid(format!(
+                        "class label {y} out of range (the UNet has {nc} classes)"
+                    )));
+                }
+                let row = Tensor::from_slice(&self.ctx, &tab[y * te..(y + 1) * te], &[1, te])?;
+                ops::add(&emb, &row)
+            }
+            (Some(_), None, _) => Err(Error::Invalid(
+                "this UNet is class-conditional: a class label is required".into(),
+            )),
+            (None, Some(_), _) => Err(Error::Invalid(
+                "this UNet is not class-conditional: no class label may be given".into(),
+            )),
+            _ => Ok(emb),
+        }
+    }
+
+    /// `UNet(x, t, y)` for `x: [N, in_channels, H, W]` (H, W multiples of the total
+    /// downsampling), one original timestep `t` and class `y` for the whole batch; returns
+    /// `[N, out_channels, H, W]` (channels 0..3 = ε). Runs without recording gradients.
+    pub fn forward(&self, x: &Tensor, t: f64, y: Option<usize>) -> Result<Tensor> {
+        let cfg = &self.config;
+        let s = x.shape();
+        let down = 1usize << (cfg.channel_mult.len() - 1);
+        if s.len() != 4
+            || s[1] != cfg.in_channels
+            || !s[2].is_multiple_of(down)
+            || !s[3].is_multiple_of(down)
+        {
+            return Err(Error::Shape {
+                op: "unet",
+                msg: format!(
+                    "input {s:?}: expected [N, {}, H, W] with H, W multiples of {down}",
+                    cfg.in_channels
+                ),
+            });
+        }
+        let _ng = no_grad(&self.ctx);
+        let emb_act = ops::silu(&self.embedding(t, y)?)?;
+        let mut hs: Vec<Tensor> = Vec::with_capacity(self.input.len());
+        let mut h = x.clone();
+        for b in &self.input {
+            h = run_block(b, &h, &emb_act)?;
+            hs.push(h.clone());
+        }
+        h = run_block(&self.middle, &h, &emb_act)?;
+        for b in &self.output {
+            let skip = hs.pop().ok_or_else(|| Error::Shape {
+                op: "unet",
+                msg: "skip stack underflow".into(),
+            })?;
+            h = ops::concat(&[&h, &skip], 1)?;
+            h = run_block(b, &h, &emb_act)?;
+        }
+        let h = ops::group_norm_silu(&h, GN_GROUPS, &self.out_norm.0, &self.out_norm.1, GN_EPS)?;
+        conv3(&h, &self.out_conv.0, &self.out_conv.1)
+    }
+
+    /// Host copies of all loaded tensors are not kept; this is the parameter count of the
+    /// configuration.
+    pub fn param_count(&self) -> Result<usize> {
+        self.config.param_count()
+    }
+}
+
+/// Parse a checkpoint key list (`key [d0, d1, ...]` per line, `#` comments).
+pub fn parse_key_list(text: &str) -> Result<Vec<(String, Vec<usize>)>> {
+    let mut out = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || Error::Invalid(format!("key list line {}: `{line}`", ln + 1));
+        let (k, rest) = line.split_once(' ').ok_or_else(bad)?;
+        let rest = rest.trim().trim_start_matches('[').trim_end_matches(']');
+        let shape = if rest.trim().is_empty() {
+            vec![]
+        } else {
+            rest.split(',')
+                .map(|d| d.trim().parse::<usize>().map_err(|_| bad()))
+                .collect::<Result<Vec<_>>>()?
+        };
+        out.push((k.to_string(), shape));
+    }
+    Ok(out)
+}

@@ -1,0 +1,117 @@
+//! `dkp diff` end to end with the spec's mini UNet (32x32), and its refusals.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::cargo_bin_cmd;
+use dkp::io::image::{Quantize, RgbImage, save_png};
+
+fn dkp() -> Command {
+    let mut c = cargo_bin_cmd!("dkp");
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked:\n{stderr}"
+    );
+    (out.status.success(), stdout, stderr)
+}
+
+fn mini_unet() -> PathBuf {
+    dkp::testing::testvectors_dir()
+        .expect("../shared/spec/testvectors is missing")
+        .join("unet_mini_reference.safetensors")
+}
+
+fn write_image(dir: &Path, name: &str, w: usize, h: usize) -> PathBuf {
+    let mut d = Vec::with_capacity(3 * w * h);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                d.push(0.5 + 0.4 * ((0.3 * y as f64 + 0.2 * x as f64 + c as f64).sin()));
+            }
+        }
+    }
+    let p = dir.join(name);
+    save_png(&p, &RgbImage::new(w, h, d).unwrap(), Quantize::Round).unwrap();
+    p
+}
+
+#[test]
+fn diff_missing_unet_points_to_weights_readme() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = write_image(tmp.path(), "a.png", 32, 32);
+    let (ok, _, err) = run(dkp()
+        .args(["diff", img.to_str().unwrap(), "--unet"])
+        .arg(tmp.path().join("unet256.safetensors")));
+    assert!(!ok);
+    assert!(
+        err.contains("unet256.safetensors") && err.contains("weights/README.md"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_refuses_large_input_and_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = write_image(tmp.path(), "big.png", 48, 40);
+    let (ok, _, err) = run(dkp()
+        .args(["diff", img.to_str().unwrap(), "--unet"])
+        .arg(mini_unet()));
+    assert!(!ok);
+    assert!(
+        err.contains("48x40") && err.contains("--crop") && err.contains("32x32"),
+        "{err}"
+    );
+    let (ok, _, err) = run(dkp()
+        .args([
+            "diff",
+            img.to_str().unwrap(),
+            "--classifier",
+            "c.safetensors",
+            "--unet",
+        ])
+        .arg(mini_unet()));
+    assert!(!ok);
+    assert!(
+        err.contains("classifier guidance is not implemented"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_runs_with_mini_unet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = write_image(tmp.path(), "obs.png", 40, 36);
+    let out = tmp.path().join("out");
+    for mode in ["corrected", "faithful"] {
+        let (ok, stdout, err) = run(dkp()
+            .args([
+                "diff",
+                img.to_str().unwrap(),
+                "--crop",
+                "--class",
+                "3",
+                "--steps",
+                "3",
+            ])
+            .args(["--warmup", "2", "--mode", mode, "--out"])
+            .arg(&out)
+            .arg("--unet")
+            .arg(mini_unet()));
+        assert!(ok, "{mode}: {err}");
+        assert!(stdout.contains("obs_diffdkp.png"), "{stdout}");
+    }
+    for f in ["obs_diffdkp.png", "obs_kernel.txt", "obs_kernel.png"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let k = dkp::io::kernel::read_kernel(&out.join("obs_kernel.txt")).unwrap();
+    assert_eq!(k.size, 19);
+    assert!((k.data.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+}

@@ -1,0 +1,162 @@
+//! The guided-diffusion UNet (spec §6.3): the mini golden forward, the 256² parameter layout
+//! against the checkpoint key list, and the weight-loading errors.
+
+use std::path::{Path, PathBuf};
+
+use dkp::io::weights::WeightFile;
+use dkp::models::unet::{Unet, UnetConfig, parse_key_list};
+
+use crate::common::*;
+
+fn mini_path() -> PathBuf {
+    dkp::testing::testvectors_dir()
+        .expect("../shared/spec/testvectors is missing")
+        .join("unet_mini_reference.safetensors")
+}
+
+fn key_list() -> Vec<(String, Vec<usize>)> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/dkp-convert/keys/unet_256x256_diffusion_keys.txt");
+    parse_key_list(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn unet_mini_forward_matches_reference() {
+    let Some(ctx) = ctx() else { return };
+    let wf = WeightFile::open(mini_path()).unwrap();
+    let cfg = UnetConfig::from_weight_file(&wf).unwrap();
+    assert_eq!(cfg.model_channels, 32);
+    assert_eq!(cfg.channel_mult, vec![1, 2, 2, 2]);
+    assert_eq!(cfg.attention_resolutions, vec![4, 8]);
+    assert_eq!(cfg.num_head_channels, Some(32));
+    assert_eq!(cfg.num_classes, Some(10));
+    assert!(cfg.learn_sigma);
+    let t: f64 = wf.metadata().unwrap()["timestep"].parse().unwrap();
+    let y: usize = wf.metadata().unwrap()["class"].parse().unwrap();
+    assert_eq!((t, y), (737.0, 3));
+    let net = Unet::load(&ctx, cfg, &wf).unwrap();
+    let x = wf.tensor(&ctx, "__input_x", &[1, 3, 32, 32]).unwrap();
+    let want = wf.read_f32("__output", &[1, 6, 32, 32]).unwrap();
+    let got = net.forward(&x, t, Some(y)).unwrap();
+    assert_eq!(got.shape(), &[1, 6, 32, 32]);
+    let got = got.to_vec().unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let max_err = got
+        .iter()
+        .zip(&want)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+    eprintln!("unet mini: max |out| {scale:.4}, max abs err {max_err:.3e}");
+    assert_close("unet mini __output", &got, &want, 1e-4, 1e-4 * scale);
+    // Nothing was recorded (inference under no_grad).
+    assert_eq!(dkp::autograd::tape_len(&ctx), 0);
+}
+
+#[test]
+fn unet_mini_layout_equals_reference_keys() {
+    let wf = WeightFile::open(mini_path()).unwrap();
+    let cfg = UnetConfig::from_weight_file(&wf).unwrap();
+    let shapes = cfg.param_shapes().unwrap();
+    let mut ours: Vec<String> = shapes.iter().map(|(k, _)| k.clone()).collect();
+    ours.sort();
+    let theirs: Vec<String> = wf
+        .names()
+        .into_iter()
+        .filter(|k| !k.starts_with("__"))
+        .collect();
+    assert_eq!(ours, theirs);
+    for (k, s) in &shapes {
+        assert_eq!(wf.shape(k).unwrap(), s.as_slice(), "{k}");
+    }
+}
+
+#[test]
+fn unet_imagenet256_layout_equals_checkpoint_key_list() {
+    let cfg = UnetConfig::imagenet256();
+    let ours = cfg.param_shapes().unwrap();
+    let theirs = key_list();
+    assert_eq!(theirs.len(), 567);
+    assert_eq!(ours.len(), theirs.len());
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a, b, "entry {i} (state-dict order)");
+    }
+    assert_eq!(cfg.param_count().unwrap(), 553_838_086);
+}
+
+/// Write the mini weights to a new safetensors file, without `drop` and with `reshape`
+/// stored under a wrong shape.
+fn write_variant(dir: &Path, drop: &str, reshape: &str) -> PathBuf {
+    let wf = WeightFile::open(mini_path()).unwrap();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for k in wf.names() {
+        if k == drop {
+            continue;
+        }
+        let mut shape = wf.shape(&k).unwrap().to_vec();
+        let v = wf.read_f32(&k, &shape).unwrap();
+        if k == reshape {
+            let n: usize = shape.iter().product();
+            shape = vec![n];
+        }
+        data.push((k, shape, bytemuck::cast_slice(&v).to_vec()));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(k, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("config".to_string(), wf.metadata().unwrap()["config"].clone());
+    let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+    let p = dir.join("variant.safetensors");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn unet_weight_errors_name_key_and_shapes() {
+    let Some(ctx) = ctx() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_variant(
+        dir.path(),
+        "input_blocks.7.1.qkv.weight",
+        "output_blocks.3.0.skip_connection.weight",
+    );
+    let wf = WeightFile::open(&p).unwrap();
+    let cfg = UnetConfig::from_weight_file(&wf).unwrap();
+    let err = Unet::load(&ctx, cfg.clone(), &wf)
+        .err()
+        .unwrap()
+        .to_string();
+    eprintln!("{err}");
+    assert!(
+        err.contains("missing tensor `input_blocks.7.1.qkv.weight` (expected shape [192, 64, 1])"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "tensor `output_blocks.3.0.skip_connection.weight` has shape [8192], expected [64, 128, 1, 1]"
+        ),
+        "{err}"
+    );
+    // A single-tensor read names the key as well.
+    let e = wf
+        .tensor(&ctx, "input_blocks.7.1.qkv.weight", &[192, 64, 1])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("input_blocks.7.1.qkv.weight"), "{e}");
+    // A missing file points at the conversion instructions.
+    let e = Unet::from_file(&ctx, cfg, &dir.path().join("nope.safetensors"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("nope.safetensors") && e.contains("weights/README.md"),
+        "{e}"
+    );
+}
