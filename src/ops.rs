@@ -1,8 +1,8 @@
 //! The op surface models are written against: re-exports of every kernel family's
 //! differentiable functions.
 
-pub use crate::kernels::conv::{Conv2dParams, PadMode, conv_transpose2d, conv2d, conv2d_with};
 pub use crate::kernels::attention::attention;
+pub use crate::kernels::conv::{Conv2dParams, PadMode, conv_transpose2d, conv2d, conv2d_with};
 pub use crate::kernels::elementwise::{
     BinaryOp, UnaryOp, abs, add, add_scalar, affine, binary, clamp, div, exp, fill, leaky_relu,
     log, maximum, minimum, mul, mul_scalar, neg, pow, recip, relu, relu6, sigmoid, silu, softplus,

@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn missing_truncated_and_garbage_files() {
         let dir = tempfile::tempdir().unwrap();
-        let e = WeightFile::open(&dir.path().join("nope.safetensors"))
+        let e = WeightFile::open(dir.path().join("nope.safetensors"))
             .unwrap_err()
             .to_string();
         assert!(

@@ -1,8 +1,8 @@
 //! One launcher module per shader family (`shaders/<family>.wgsl`): parameter structs, shape
 //! checks, dispatch sizing, backward rules and CPU references.
 
-pub mod conv;
 pub mod attention;
+pub mod conv;
 pub mod elementwise;
 pub mod fft;
 pub mod loss;

@@ -2,5 +2,5 @@
 
 pub mod dip_skip;
 pub mod kernel_mlp;
-pub mod usrnet;
 pub mod unet;
+pub mod usrnet;

@@ -157,10 +157,13 @@ fn check_case(
     }
 }
 
+/// (input shape, out channels, kernel (kh, kw), params, bias)
+type ConvCase = ([usize; 4], usize, (usize, usize), Conv2dParams, bool);
+
 #[test]
 fn conv2d_random_matrix_all_variants() {
     let Some(ctx) = ctx() else { return };
-    let cases: Vec<([usize; 4], usize, (usize, usize), Conv2dParams, bool)> = vec![
+    let cases: Vec<ConvCase> = vec![
         (
             [2, 3, 13, 17],
             4,

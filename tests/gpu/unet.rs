@@ -110,7 +110,10 @@ fn write_variant(dir: &Path, drop: &str, reshape: &str) -> PathBuf {
         })
         .collect();
     let mut meta = std::collections::HashMap::new();
-    meta.insert("config".to_string(), wf.metadata().unwrap()["config"].clone());
+    meta.insert(
+        "config".to_string(),
+        wf.metadata().unwrap()["config"].clone(),
+    );
     let bytes = safetensors::serialize(views, Some(meta)).unwrap();
     let p = dir.join("variant.safetensors");
     std::fs::write(&p, bytes).unwrap();

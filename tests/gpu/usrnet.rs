@@ -326,4 +326,3 @@ fn softplus_is_accurate_for_very_negative_inputs() {
         .collect();
     assert_close("softplus", &got, &want, 1e-5, 0.0);
 }
-
