@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # One-shot check on a machine with a real GPU: make sure a Vulkan loader and driver are
 # visible, build, run the test suite on the GPU adapter, then print `dkp bench ops` (last).
-#   tools/gpu_check.sh [--no-tests] [--torch]
+#   tools/gpu_check.sh [--no-tests] [--torch] [--set5]
+# --torch also runs tools/bench_torch.py; --set5 also runs the full Set5 x2/x4 DIP-DKP benchmark
+# (paper setting: whole images, 1000 steps, 128 channels; with --torch the PyTorch reference
+# too) and prints its table before the kernel table.
 # Loader: if `ldconfig -p` shows no libvulkan, the script unpacks any .deb files found in
 # ./.gl (download them beforehand with `apt-get download libvulkan1`), or installs libvulkan1
 # with apt-get when the network allows. NVIDIA's ICD is picked up from the usual places or
 # from /usr/local/nvidia/share/vulkan/icd.d.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-run_tests=1; torch=0
+run_tests=1; torch=0; set5=0
 for a in "$@"; do
   case "$a" in
     --no-tests) run_tests=0 ;;
     --torch) torch=1 ;;
+    --set5) set5=1 ;;
   esac
 done
 
@@ -35,5 +39,8 @@ if [ "$run_tests" = 1 ]; then
 fi
 if [ "$torch" = 1 ] && python3 -c "import torch" 2>/dev/null; then
   python3 tools/bench_torch.py
+fi
+if [ "$set5" = 1 ]; then
+  if [ "$torch" = 1 ]; then tools/bench_set5.sh --out bench-set5; else tools/bench_set5.sh --no-torch --out bench-set5; fi
 fi
 ./target/release/dkp bench ops --iters 5 --warmup 2
