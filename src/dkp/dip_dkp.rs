@@ -77,7 +77,7 @@ impl DipDkpConfig {
             kernel_update: KernelUpdate::Adam,
             seed: 0,
             net: DipConfig::paper(),
-            log_every: 200,
+            log_every: 50,
             check_every: 10,
         }
     }
@@ -93,7 +93,7 @@ impl DipDkpConfig {
         self.ssim_until = (self.ssim_until * outer) / self.outer_iters.max(1);
         self.outer_iters = outer;
         self.warmup_iters = self.warmup_iters.min(steps.max(20));
-        self.log_every = self.log_every.min((self.total_steps() / 5).max(1));
+        self.log_every = self.log_every.min((self.total_steps() / 25).max(1));
         self
     }
 }
