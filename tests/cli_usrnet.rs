@@ -104,6 +104,11 @@ fn usrnet_with_the_gt_kernel_beats_interpolation() {
     let lr = load_rgb(&p_lr).unwrap();
     let sr = load_rgb(&out).unwrap();
     assert_eq!((sr.width, sr.height), (64, 64));
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(rep["sr_size"], serde_json::json!([64, 64]));
+    assert!((rep["psnr"].as_f64().unwrap() - psnr_printed).abs() < 0.01);
     let s = evaluate_pair(&hr, &sr, 2).unwrap();
     assert!((s.psnr - psnr_printed).abs() < 0.01, "{stdout}");
     let near = evaluate_pair(&hr, &nearest_x2(&lr), 2).unwrap();

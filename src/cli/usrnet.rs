@@ -145,11 +145,40 @@ pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
         args.noise,
         ctx.summary.name
     );
-    if let Some(hr) = &hr {
-        let s = dkp::dkp::metrics::evaluate_pair(hr, &sr, sf)?;
+    let score = match &hr {
+        Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(hr, &sr, sf)?),
+        None => None,
+    };
+    if let Some(s) = score {
         line += &format!(", PSNR {:.2} dB, SSIM {:.4}", s.psnr, s.ssim);
     }
+    // Machine-readable record of the run beside the image.
+    let report_path = out_path.with_extension("json");
+    let report = serde_json::json!({
+        "dkp_version": env!("CARGO_PKG_VERSION"),
+        "command": "usrnet",
+        "lr": args.lr.display().to_string(),
+        "kernel": args.kernel.display().to_string(),
+        "weights": weights.display().to_string(),
+        "sf": sf,
+        "noise_255": args.noise,
+        "lr_size": [h, w],
+        "sr_size": [sf * h, sf * w],
+        "adapter": &ctx.summary,
+        "seconds": secs,
+        "psnr": score.map(|s| s.psnr),
+        "ssim": score.map(|s| s.ssim),
+        "output": out_path.display().to_string(),
+    });
+    dkp::io::write_atomic(
+        &report_path,
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
     println!("{line}");
-    println!("  wrote {}", out_path.display());
+    println!(
+        "  wrote {} and {}",
+        out_path.display(),
+        report_path.display()
+    );
     Ok(())
 }
