@@ -108,7 +108,12 @@ fn diff_runs_with_mini_unet() {
         assert!(ok, "{mode}: {err}");
         assert!(stdout.contains("obs_diffdkp.png"), "{stdout}");
     }
-    for f in ["obs_diffdkp.png", "obs_kernel.txt", "obs_kernel.png"] {
+    for f in [
+        "obs_diffdkp.png",
+        "obs_kernel.txt",
+        "obs_kernel.png",
+        "obs_report.json",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
     let k = dkp::io::kernel::read_kernel(&out.join("obs_kernel.txt")).unwrap();

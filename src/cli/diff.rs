@@ -197,14 +197,18 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     save_png(&png, &out, Quantize::Round)?;
     write_kernel_txt(&args.out.join(format!("{name}_kernel.txt")), &k)?;
     write_kernel_png(&args.out.join(format!("{name}_kernel.png")), &k, 8)?;
-    println!("wrote {}", png.display());
-    if let Some(hr) = hr {
-        let s = evaluate_pair(&hr, &out, args.sf)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let score = match &hr {
+        Some(hr) => Some(evaluate_pair(hr, &out, args.sf)?),
+        None => None,
+    };
+    if let Some(s) = score {
         println!(
             "{name}: PSNR {:.2} dB, SSIM {:.4} (Y, {}-px border)",
             s.psnr, s.ssim, args.sf
         );
     }
+    let mut kpsnr = None;
     if let Some(g) = kgt {
         if g.size != k.size {
             bail!(
@@ -213,10 +217,29 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
                 k.size
             );
         }
-        println!(
-            "{name}: kernel PSNR {:.2} dB",
-            kernel_psnr(&g.data, &k.data)?
-        );
+        let v = kernel_psnr(&g.data, &k.data)?;
+        println!("{name}: kernel PSNR {v:.2} dB");
+        kpsnr = Some(v);
     }
+    // Machine-readable record of the run.
+    let report = serde_json::json!({
+        "dkp_version": env!("CARGO_PKG_VERSION"),
+        "command": "diff",
+        "input": args.input.display().to_string(),
+        "mode": format!("{:?}", mode),
+        "steps": n,
+        "seed": args.seed,
+        "classifier_guidance": false,
+        "adapter": &ctx.summary,
+        "seconds": seconds,
+        "seconds_per_step": seconds / n.max(1) as f64,
+        "peak_gpu_memory_mib": ctx.memory().peak_in_use as f64 / (1u64 << 20) as f64,
+        "psnr": score.map(|s| s.psnr),
+        "ssim": score.map(|s| s.ssim),
+        "kernel_psnr": kpsnr,
+    });
+    let rep = args.out.join(format!("{name}_report.json"));
+    dkp::io::write_atomic(&rep, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!("wrote {} and {}", png.display(), rep.display());
     Ok(())
 }
