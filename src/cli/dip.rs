@@ -119,6 +119,11 @@ struct Refined {
     ssim: f64,
 }
 
+/// `v` with `digits` decimals, or `-` when unknown.
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+}
+
 type SummaryRow = (
     String,
     Option<dkp::dkp::metrics::ImageScore>,
@@ -539,10 +544,10 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
         println!(
-            "mean over {n} images: PSNR {:?} SSIM {:?} kernel PSNR {:?}, {:.1} s/image",
-            mean(&|r| r.1.map(|s| s.psnr)),
-            mean(&|r| r.1.map(|s| s.ssim)),
-            mean(&|r| r.2),
+            "mean over {n} images: PSNR {} dB, SSIM {}, kernel PSNR {} dB, {:.1} s/image",
+            fmt_opt(mean(&|r| r.1.map(|s| s.psnr)), 2),
+            fmt_opt(mean(&|r| r.1.map(|s| s.ssim)), 4),
+            fmt_opt(mean(&|r| r.2), 2),
             summary.iter().map(|r| r.3).sum::<f64>() / n
         );
     }
