@@ -289,3 +289,42 @@ fn bad_inputs_give_clear_errors() {
         .arg(e.join("kgt")));
     assert!(!ok && err.contains("no kernel a.mat"), "{err}");
 }
+
+/// `dkp eval` on a `dkp dip` output folder: only NAME_sr.png are scored (kernel and curve
+/// pictures beside them are ignored) and NAME_kernel.txt is found as the estimated kernel.
+#[test]
+fn eval_reads_a_dip_output_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (res, hr) = (tmp.path().join("res"), tmp.path().join("hr"));
+    std::fs::create_dir_all(&res).unwrap();
+    std::fs::create_dir_all(&hr).unwrap();
+    let img = image::RgbImage::from_fn(24, 24, |x, y| {
+        image::Rgb([(x * 10) as u8, (y * 10) as u8, 128])
+    });
+    img.save(hr.join("a.png")).unwrap();
+    img.save(res.join("a_sr.png")).unwrap();
+    image::RgbImage::new(8, 8)
+        .save(res.join("a_kernel.png"))
+        .unwrap();
+    image::RgbImage::new(64, 32)
+        .save(res.join("a_curves.png"))
+        .unwrap();
+    let k = "0.25 0.25\n0.25 0.25\n";
+    std::fs::write(res.join("a_kernel.txt"), k).unwrap();
+    let gt = tmp.path().join("gt");
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::write(gt.join("a.txt"), k).unwrap();
+    let (ok, stdout, stderr) = run(dkp()
+        .arg("eval")
+        .arg(&res)
+        .arg(&hr)
+        .args(["--sf", "2", "--json", "--kernels"])
+        .arg(&res)
+        .arg("--kernels-gt")
+        .arg(&gt));
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("\"a\"") && !stdout.contains("curves"),
+        "{stdout}"
+    );
+}

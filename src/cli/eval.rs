@@ -75,7 +75,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.sf == 0 {
         bail!("--sf must be at least 1");
     }
-    let srs = list_images(&args.sr_dir)?;
+    let mut srs = list_images(&args.sr_dir)?;
+    // A `dkp dip` output folder holds NAME_sr.png beside kernel/curve pictures: score only the
+    // SR images then, under their image name.
+    let dip_layout = srs.iter().any(|p| stem(p).ends_with("_sr"));
+    if dip_layout {
+        srs.retain(|p| stem(p).ends_with("_sr"));
+    }
     if srs.is_empty() {
         bail!("{}: no PNG or JPEG images found", args.sr_dir.display());
     }
@@ -93,12 +99,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let img_exts = ["png", "PNG", "jpg", "JPG", "jpeg", "JPEG"];
     let mut rows = Vec::new();
     for sr_path in &srs {
-        let name = stem(sr_path);
-        let hr_path = args
-            .hr_dir
-            .join(sr_path.file_name().unwrap_or_default())
-            .is_file()
-            .then(|| args.hr_dir.join(sr_path.file_name().unwrap_or_default()))
+        let full = stem(sr_path);
+        let name = match full.strip_suffix("_sr") {
+            Some(n) if dip_layout => n.to_string(),
+            _ => full.clone(),
+        };
+        let same_file = args.hr_dir.join(sr_path.file_name().unwrap_or_default());
+        let hr_path = (!dip_layout && same_file.is_file())
+            .then_some(same_file)
             .or_else(|| find_with_stem(&args.hr_dir, &name, &img_exts))
             .with_context(|| format!("{}: no HR image named '{name}'", args.hr_dir.display()))?;
         let sr = load_rgb(sr_path)?;
@@ -107,9 +115,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .with_context(|| format!("{}: cannot evaluate", sr_path.display()))?;
         let kernel_psnr = match (&args.kernels, &args.kernels_gt) {
             (Some(kd), Some(gd)) => {
-                let kp = find_with_stem(kd, &name, &["mat", "txt"]).with_context(|| {
-                    format!("{}: no kernel {name}.mat or {name}.txt", kd.display())
-                })?;
+                let kp = find_with_stem(kd, &name, &["mat", "txt"])
+                    .or_else(|| find_with_stem(kd, &format!("{name}_kernel"), &["mat", "txt"]))
+                    .with_context(|| {
+                        format!("{}: no kernel {name}.mat or {name}.txt", kd.display())
+                    })?;
                 let gp = find_with_stem(gd, &name, &["mat", "txt"]).with_context(|| {
                     format!("{}: no kernel {name}.mat or {name}.txt", gd.display())
                 })?;
