@@ -237,3 +237,45 @@ fn divergence_stops_with_the_step_and_the_tensor_named() {
     assert!(e.contains("image loss") && e.contains("DIP step"), "{e}");
     assert!(!dir.path().join("out/a_sr.png").exists());
 }
+
+#[test]
+fn langevin_motion_and_every_scale_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.png");
+    write_rgb8(&img, 24);
+    let cases: [(&[&str], usize); 4] = [
+        (
+            &[
+                "--sf",
+                "2",
+                "--kernel-update",
+                "langevin",
+                "--langevin-step",
+                "1e-4",
+                "--langevin-noise",
+                "1",
+            ],
+            11,
+        ),
+        (&["--sf", "2", "--prior", "motion"], 11),
+        (&["--sf", "3"], 15),
+        (&["--sf", "8"], 21),
+    ];
+    for (i, (extra, k)) in cases.iter().enumerate() {
+        let out = dir.path().join(format!("out{i}"));
+        let o = dkp()
+            .arg(&img)
+            .args(["--iters", "3", "--channels", "8", "--preset", "quick"])
+            .args(*extra)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{extra:?}: {}", stderr_of(&o));
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("a_report.json")).unwrap()).unwrap();
+        assert_eq!(rep["config"]["k_size"], serde_json::json!(k), "{extra:?}");
+        let kernel = std::fs::read_to_string(out.join("a_kernel.txt")).unwrap();
+        assert_eq!(kernel.lines().filter(|l| !l.trim().is_empty()).count(), *k);
+    }
+}
