@@ -82,6 +82,29 @@ pub struct DiffArgs {
     pub kernel_gt: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Treat INPUT as the HR image and synthesize the observation as the released deblur path
+    /// does (spec §6.1): a random Gaussian GT kernel (19x19, λ in [0.35, 5.5), centre 7.5, drawn
+    /// with NumPy's stream seeded by --seed), circular convolution, a 9-pixel roll, bicubic down
+    /// to size/3 and back. The result is then scored against INPUT and that kernel.
+    #[arg(long = "from-hr")]
+    pub from_hr: bool,
+}
+
+/// The released Diff-DKP observation (§6.1 step 3) from an HR tensor `[1,3,S,S]` in [0,1].
+fn synthesize_observation(x: &Tensor, k: &[f64]) -> dkp::Result<Tensor> {
+    let ctx = x.ctx();
+    let ks = (k.len() as f64).sqrt() as usize;
+    let kt = Tensor::from_slice(
+        ctx,
+        &k.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        &[ks, ks],
+    )?;
+    let s = x.shape()[2];
+    // |F^-1(F(x) F(k))| with the kernel at the top-left, then roll by -9 (Move_X_forward).
+    let b = dkp::ops::abs(&dkp::dkp::ddnm::circular_blur(x, &kt)?)?;
+    let b = dkp::dkp::ddnm::move_x_forward(&b, ks / 2)?;
+    let small = dkp::ops::bicubic_resize(&b, s / 3, s / 3)?;
+    dkp::ops::bicubic_resize(&small, s, s)
 }
 
 fn stem(p: &Path) -> String {
@@ -136,14 +159,23 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     let size = ucfg.image_size;
     let img = load_rgb(&args.input)?;
     let (img, upsample) = prepare_input(img, size, args.sf, args.crop)?;
-    let hr = match &args.hr {
+    let mut hr = match &args.hr {
         Some(p) => Some(load_rgb(p)?),
         None => None,
     };
-    let kgt = match &args.kernel_gt {
+    let mut kgt = match &args.kernel_gt {
         Some(p) => Some(read_kernel(p)?),
         None => None,
     };
+    if args.from_hr {
+        if upsample {
+            bail!("--from-hr needs a {size}x{size} HR image, not an LR one");
+        }
+        let mut rng = dkp::dkp::rng::NumpyRng::new(args.seed as u32);
+        let g = dkp::dkp::kernels::random_gaussian(&mut rng, 19, 4, 0.35, 5.5, (7.5, 7.5), 19);
+        hr = Some(img.clone());
+        kgt = Some(Kernel::new(19, g.kernel)?);
+    }
     std::fs::create_dir_all(&args.out)?;
 
     let ctx: Arc<Context> = Context::new(opts)?;
@@ -152,6 +184,24 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     let mut y = Tensor::from_slice(&ctx, &data, &[1, 3, img.height, img.width])?;
     if upsample {
         y = dkp::ops::bicubic_resize(&y, size, size)?;
+    }
+    if let (true, Some(k)) = (args.from_hr, &kgt) {
+        y = synthesize_observation(&y, &k.data)?;
+        let obs = RgbImage::new(size, size, y.to_vec()?.iter().map(|&v| v as f64).collect())?;
+        let p = args
+            .out
+            .join(format!("{}_observation.png", stem(&args.input)));
+        save_png(&p, &obs, Quantize::Round)?;
+        write_kernel_txt(
+            &args
+                .out
+                .join(format!("{}_kernel_gt.txt", stem(&args.input))),
+            k,
+        )?;
+        eprintln!(
+            "synthesized the observation from the HR input: {}",
+            p.display()
+        );
     }
     let mode = match args.mode {
         ModeArg::Faithful => DiffMode::Faithful,
