@@ -355,7 +355,12 @@ pub fn run(
 
             let log_now = s == 0 || (s + 1).is_multiple_of(cfg.log_every.max(1)) || s + 1 == total;
             if log_now || (s + 1).is_multiple_of(cfg.check_every.max(1)) {
-                let (vx, vk) = (lx.item()?, lk.item()?);
+                // One readback (one sync) for both losses.
+                let both = {
+                    let _ng = no_grad(ctx);
+                    ops::concat(&[&lx, &lk], 0)?.to_vec()?
+                };
+                let (vx, vk) = (both[0], both[1]);
                 finite(vx, "the image loss", s)?;
                 finite(vk, "the kernel loss", s)?;
                 if log_now {
