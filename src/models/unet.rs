@@ -639,9 +639,60 @@ impl Unet {
     pub fn load(ctx: &Arc<Context>, config: UnetConfig, wf: &WeightFile) -> Result<Self> {
         config.validate()?;
         config.check_file(wf)?;
+        let label_emb = match config.num_classes {
+            Some(nc) => Some(wf.read_f32("label_emb.weight", &[nc, config.time_embed_dim()])?),
+            None => None,
+        };
+        Self::build(ctx, config, label_emb, &|name: &str, shape: &[usize]| {
+            wf.tensor(ctx, name, shape)
+        })
+    }
+
+    /// A model with deterministic pseudo-random weights (uniform, PyTorch's default fan-in
+    /// bound for weights, small biases, GroupNorm γ = 1, β = 0), for benchmarks and memory
+    /// measurements of configurations whose weights are not available.
+    pub fn random(ctx: &Arc<Context>, config: UnetConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let rng = std::cell::RefCell::new(crate::rand::Rng::new(seed));
+        let label_emb = config.num_classes.map(|nc| {
+            let mut r = rng.borrow_mut();
+            (0..nc * config.time_embed_dim())
+                .map(|_| r.normal() as f32)
+                .collect::<Vec<f32>>()
+        });
+        Self::build(ctx, config, label_emb, &|name: &str, shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            let is_norm = name.contains("norm")
+                || name.contains("in_layers.0.")
+                || name.contains("out_layers.0.")
+                || name.starts_with("out.0.");
+            let v: Vec<f32> = if is_norm {
+                vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; n]
+            } else {
+                let fan_in: usize = if shape.len() > 1 {
+                    shape[1..].iter().product()
+                } else {
+                    1000
+                };
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                let mut r = rng.borrow_mut();
+                (0..n)
+                    .map(|_| ((r.uniform() * 2.0 - 1.0) * bound) as f32)
+                    .collect()
+            };
+            Tensor::from_slice(ctx, &v, shape)
+        })
+    }
+
+    /// Assemble the model, taking every tensor (by checkpoint key and shape) from `get`.
+    fn build(
+        ctx: &Arc<Context>,
+        config: UnetConfig,
+        label_emb: Option<Vec<f32>>,
+        get: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
+    ) -> Result<Self> {
         let lay = config.layout()?;
         let te = config.time_embed_dim();
-        let get = |name: &str, shape: &[usize]| wf.tensor(ctx, name, shape);
         let wb = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
             Ok((
                 get(&format!("{p}.weight"), ws)?,
@@ -653,10 +704,6 @@ impl Unet {
             wb("time_embed.0", &[te, mc], te)?,
             wb("time_embed.2", &[te, te], te)?,
         ];
-        let label_emb = match config.num_classes {
-            Some(nc) => Some(wf.read_f32("label_emb.weight", &[nc, te])?),
-            None => None,
-        };
         let build = |b: &Block| -> Result<Vec<Module>> {
             let mut mods = Vec::new();
             for (i, l) in b.layers.iter().enumerate() {
