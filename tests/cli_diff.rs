@@ -90,7 +90,11 @@ fn diff_runs_with_mini_unet() {
     let tmp = tempfile::tempdir().unwrap();
     let img = write_image(tmp.path(), "obs.png", 40, 36);
     let out = tmp.path().join("out");
-    for mode in ["corrected", "faithful"] {
+    for (mode, mcmc) in [
+        ("faithful", "1"),
+        ("faithful-torch17", "1"),
+        ("corrected", "3"),
+    ] {
         let (ok, stdout, err) = run(dkp()
             .args([
                 "diff",
@@ -101,12 +105,22 @@ fn diff_runs_with_mini_unet() {
                 "--steps",
                 "3",
             ])
-            .args(["--warmup", "2", "--mode", mode, "--out"])
+            .args(["--warmup", "2", "--mode", mode, "--mcmc", mcmc, "--out"])
             .arg(&out)
             .arg("--unet")
             .arg(mini_unet()));
         assert!(ok, "{mode}: {err}");
         assert!(stdout.contains("obs_diffdkp.png"), "{stdout}");
+        let rep: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("obs_report.json")).unwrap())
+                .unwrap();
+        assert_eq!(rep["mcmc_samples"].as_u64(), Some(mcmc.parse().unwrap()));
+        let want_mode = match mode {
+            "faithful" => "Faithful",
+            "faithful-torch17" => "FaithfulTorch17",
+            _ => "Corrected",
+        };
+        assert_eq!(rep["mode"].as_str(), Some(want_mode), "{rep}");
     }
     for f in [
         "obs_diffdkp.png",

@@ -13,6 +13,8 @@ use dkp::{Context, Tensor, autograd};
 pub enum BenchWhat {
     /// Individual kernels at representative DIP sizes.
     Ops,
+    /// The full guided-diffusion UNet with random weights: s/step and peak memory.
+    Unet,
 }
 
 #[derive(Args)]
@@ -31,6 +33,15 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file as well.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// `unet`: image side (a multiple of 32; 256 is the Diff-DKP model's size).
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// `unet`: run in f32 even where the adapter supports f16.
+    #[arg(long)]
+    pub f32: bool,
+    /// `unet`: print the per-shader GPU time table of the timed iterations.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 type CaseFn = Box<dyn Fn() -> dkp::Result<()>>;
@@ -183,6 +194,9 @@ struct Row {
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
+    if let BenchWhat::Unet = args.what {
+        return super::bench_unet::run(opts, args);
+    }
     let mut opts = opts.clone();
     opts.profile = true;
     let ctx = Context::new(&opts)?;

@@ -21,6 +21,9 @@ use dkp::rand::Rng;
 pub enum ModeArg {
     /// The released code on PyTorch >= 2: y in [0,1], |IFFT|, kernel frozen after warm-up.
     Faithful,
+    /// The released code on PyTorch 1.7 (the authors' pinned version): as faithful, plus two
+    /// zero-gradient Adam steps per step i < 90 that drift the kernel on stale moments.
+    FaithfulTorch17,
     /// The intended method: y in [-1,1], real part, kernel updated every step (i < 90).
     Corrected,
 }
@@ -68,6 +71,10 @@ pub struct DiffArgs {
     pub warmup: Option<usize>,
     #[arg(long, value_enum, default_value = "gaussian")]
     pub prior: DiffPriorArg,
+    /// Corrected mode: prior kernels per prior step, MCMC-weighted by their data fit as in
+    /// DIP-DKP (spec §2.2, L = 5); 1 = a single plain KL step (the default).
+    #[arg(long, default_value_t = 1)]
+    pub mcmc: usize,
     /// Centre-crop a larger input to the model size instead of refusing it.
     #[arg(long)]
     pub crop: bool,
@@ -205,6 +212,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     }
     let mode = match args.mode {
         ModeArg::Faithful => DiffMode::Faithful,
+        ModeArg::FaithfulTorch17 => DiffMode::FaithfulTorch17,
         ModeArg::Corrected => DiffMode::Corrected,
     };
     let mut cfg = DiffDkpConfig::new(mode);
@@ -215,6 +223,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         DiffPriorArg::Gaussian => DiffPriorKind::Gaussian,
         DiffPriorArg::Motion => DiffPriorKind::MotionLine,
     };
+    cfg.mcmc_samples = args.mcmc;
     if let Some(n) = args.warmup {
         cfg.warmup = Warmup::Prior { steps: n };
     }
@@ -278,6 +287,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         "input": args.input.display().to_string(),
         "mode": format!("{:?}", mode),
         "steps": n,
+        "mcmc_samples": args.mcmc,
         "seed": args.seed,
         "classifier_guidance": false,
         "adapter": &ctx.summary,

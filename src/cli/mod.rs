@@ -1,6 +1,7 @@
 //! Subcommand implementations (argument structs + `run`), one module each.
 
 pub mod bench;
+pub mod bench_unet;
 pub mod diff;
 pub mod dip;
 pub mod eval;

@@ -7,6 +7,9 @@
 //!   change inside the loop (the released updates are no-ops). The warm-up, however, fits
 //!   random prior kernels, NOT the ground-truth kernel (the released code leaks K_gt there;
 //!   [`Warmup::GroundTruth`] reproduces that for experiments only).
+//! * [`DiffMode::FaithfulTorch17`] — the same on PyTorch 1.7, the authors' pinned version
+//!   ("F1"): the no-op updates still step Adam with zero gradients, so φ keeps drifting on
+//!   the stale moments of the warm-up (two steps per i < 90).
 //! * [`DiffMode::Corrected`] — the intended method ("I"): y mapped to [−1, 1], real part,
 //!   warm-up with prior kernels, and per step (i < 90) XK data steps on
 //!   `MSE(K ⊛ sg(x̂0), Move_X_backward(y))` (the closed form's own circular-convolution
@@ -34,7 +37,15 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum DiffMode {
     Faithful,
+    FaithfulTorch17,
     Corrected,
+}
+
+impl DiffMode {
+    /// Both faithful variants share the released code's data path (y in [0, 1], |IFFT|).
+    pub fn is_faithful(self) -> bool {
+        matches!(self, Self::Faithful | Self::FaithfulTorch17)
+    }
 }
 
 impl std::str::FromStr for DiffMode {
@@ -42,8 +53,11 @@ impl std::str::FromStr for DiffMode {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "faithful" => Ok(Self::Faithful),
+            "faithful-torch17" => Ok(Self::FaithfulTorch17),
             "corrected" => Ok(Self::Corrected),
-            _ => Err(format!("unknown mode `{s}` (faithful | corrected)")),
+            _ => Err(format!(
+                "unknown mode `{s}` (faithful | faithful-torch17 | corrected)"
+            )),
         }
     }
 }
@@ -82,6 +96,10 @@ pub struct DiffDkpConfig {
     pub update_below: usize,
     pub data_steps: usize,
     pub prior_steps: usize,
+    /// Corrected mode: when > 1, each prior step draws this many kernels and minimises the
+    /// MCMC-weighted sum Σ w_l·KL(k_l ‖ G(c)) of §2.2, with w from the data errors
+    /// MSE(k_l ⊛ sg(x̂0), Move_X_backward(y)). 0 or 1 = one plain KL step per prior step.
+    pub mcmc_samples: usize,
     pub warmup: Warmup,
     pub prior: DiffPriorKind,
     pub code_len: usize,
@@ -104,9 +122,10 @@ impl DiffDkpConfig {
             update_below: 90,
             data_steps: 1,
             prior_steps: 1,
+            mcmc_samples: 0,
             warmup: Warmup::Prior {
                 steps: match mode {
-                    DiffMode::Faithful => 1,
+                    DiffMode::Faithful | DiffMode::FaithfulTorch17 => 1,
                     DiffMode::Corrected => 200,
                 },
             },
@@ -119,9 +138,10 @@ impl DiffDkpConfig {
     }
 
     fn to_real(&self) -> ComplexToReal {
-        match self.mode {
-            DiffMode::Faithful => ComplexToReal::Magnitude,
-            DiffMode::Corrected => ComplexToReal::Real,
+        if self.mode.is_faithful() {
+            ComplexToReal::Magnitude
+        } else {
+            ComplexToReal::Real
         }
     }
 }
@@ -222,9 +242,10 @@ impl<'a> DiffDkp<'a> {
             KernelMlp::new(&ctx, cfg.k_size, cfg.code_len, cfg.kernel_hidden, &mut rng)?;
         let adam = Adam::new(kernel_net.params.tensors(), cfg.kernel_lr)?;
         let prior = DiffPrior::new(cfg.prior, cfg.k_size, cfg.seed as u32);
-        let y_model = match cfg.mode {
-            DiffMode::Faithful => y.clone(),
-            DiffMode::Corrected => ops::affine(y, 2.0, -1.0)?,
+        let y_model = if cfg.mode.is_faithful() {
+            y.clone()
+        } else {
+            ops::affine(y, 2.0, -1.0)?
         };
         let y_shifted = ddnm::move_x_backward(&y_model, cfg.shift)?;
         Ok(Self {
@@ -254,6 +275,55 @@ impl<'a> DiffDkp<'a> {
     pub fn prior_step(&mut self, target: &[f64]) -> Result<f32> {
         let t = self.upload_kernel(target)?;
         let loss = ddnm::kernel_kl(&t, &self.kernel_net.forward()?)?;
+        let grads = autograd::backward(&loss)?;
+        self.adam.step(&grads)?;
+        loss.item()
+    }
+
+    /// One Adam step with a zero gradient for every kernel-net parameter: what PyTorch 1.7
+    /// does for the released code's graph-less losses (zero_grad leaves zero tensors, so Adam
+    /// still moves φ on its stale moments).
+    pub fn zero_grad_step(&mut self) -> Result<()> {
+        let mut grads = autograd::Grads::default();
+        for p in self.kernel_net.params.tensors() {
+            grads.insert(p, Tensor::zeros(&self.ctx, p.shape())?);
+        }
+        self.adam.step(&grads)
+    }
+
+    /// One Adam step on the MCMC-weighted prior Σ_l w_l·KL(k_l ‖ G(c)) (spec §2.2 weights
+    /// from the data errors e_l = MSE(k_l ⊛ sg(x̂0), Move_X_backward(y)), constants for the
+    /// gradient). Returns the weighted loss.
+    pub fn mcmc_prior_step(&mut self, x0_hat: &Tensor, targets: &[Vec<f64>]) -> Result<f32> {
+        let ks = targets
+            .iter()
+            .map(|k| self.upload_kernel(k))
+            .collect::<Result<Vec<_>>>()?;
+        let errs = {
+            let _ng = no_grad(&self.ctx);
+            let x = x0_hat.detach();
+            let mut e = Vec::with_capacity(ks.len());
+            for k in &ks {
+                e.push(ops::mse_loss(
+                    &ddnm::circular_blur(&x, k)?,
+                    &self.y_shifted,
+                )?);
+            }
+            e.iter()
+                .map(|t| t.item().map(|v| v as f64))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let w = crate::dkp::kernels::mcmc_weights(&errs);
+        let g = self.kernel_net.forward()?;
+        let mut loss: Option<Tensor> = None;
+        for (k, &wl) in ks.iter().zip(&w) {
+            let term = ops::mul_scalar(&ddnm::kernel_kl(k, &g)?, wl as f32)?;
+            loss = Some(match loss {
+                Some(l) => ops::add(&l, &term)?,
+                None => term,
+            });
+        }
+        let loss = loss.ok_or_else(|| Error::Invalid("MCMC prior step without kernels".into()))?;
         let grads = autograd::backward(&loss)?;
         self.adam.step(&grads)?;
         loss.item()
@@ -339,15 +409,30 @@ impl<'a> DiffDkp<'a> {
             for _ in 0..self.cfg.data_steps {
                 data_loss = Some(self.data_step(&x0_hat)?);
             }
-            for l in 0..self.cfg.prior_steps {
-                let target = match prior_kernels {
-                    Some(ks) => ks
-                        .get(l)
-                        .cloned()
-                        .ok_or_else(|| Error::Invalid(format!("prior kernel {l} not supplied")))?,
-                    None => self.prior.sample(),
-                };
-                prior_loss = Some(self.prior_step(&target)?);
+            let per_step = self.cfg.mcmc_samples.max(1);
+            let mut next = 0usize;
+            for _ in 0..self.cfg.prior_steps {
+                let mut targets = Vec::with_capacity(per_step);
+                for _ in 0..per_step {
+                    targets.push(match prior_kernels {
+                        Some(ks) => ks.get(next).cloned().ok_or_else(|| {
+                            Error::Invalid(format!("prior kernel {next} not supplied"))
+                        })?,
+                        None => self.prior.sample(),
+                    });
+                    next += 1;
+                }
+                prior_loss = Some(if per_step > 1 {
+                    self.mcmc_prior_step(&x0_hat, &targets)?
+                } else {
+                    self.prior_step(&targets[0])?
+                });
+            }
+        }
+        if self.cfg.mode == DiffMode::FaithfulTorch17 && i < self.cfg.update_below {
+            // The released data and prior "updates": graph-less losses, zero gradients.
+            for _ in 0..self.cfg.data_steps + self.cfg.prior_steps {
+                self.zero_grad_step()?;
             }
         }
         let _ng = no_grad(&self.ctx);
@@ -390,9 +475,10 @@ impl<'a> DiffDkp<'a> {
         }
         let x0 = last.ok_or_else(|| Error::Invalid("empty schedule".into()))?;
         let _ng = no_grad(&self.ctx);
-        let img = match self.cfg.mode {
-            DiffMode::Faithful => ops::clamp(&x0, 0.0, 1.0)?,
-            DiffMode::Corrected => ops::clamp(&ops::affine(&x0, 0.5, 0.5)?, 0.0, 1.0)?,
+        let img = if self.cfg.mode.is_faithful() {
+            ops::clamp(&x0, 0.0, 1.0)?
+        } else {
+            ops::clamp(&ops::affine(&x0, 0.5, 0.5)?, 0.0, 1.0)?
         };
         Ok((img, self.kernel()?))
     }

@@ -91,6 +91,7 @@ fn step_case(mode: DiffMode) {
     let m = match mode {
         DiffMode::Faithful => "faithful",
         DiffMode::Corrected => "corrected",
+        DiffMode::FaithfulTorch17 => unreachable!("covered by its own test"),
     };
     check(
         &format!("{m} kernel"),
@@ -120,6 +121,7 @@ fn step_case(mode: DiffMode) {
             let after = dd.kernel().unwrap().to_vec().unwrap();
             assert_eq!(after, out.kernel.to_vec().unwrap());
         }
+        DiffMode::FaithfulTorch17 => unreachable!(),
         DiffMode::Corrected => {
             let dl = out.data_loss.unwrap() as f64;
             let pl = out.prior_loss.unwrap() as f64;
@@ -153,4 +155,102 @@ fn diff_dkp_step_faithful_matches_golden() {
 #[test]
 fn diff_dkp_step_corrected_matches_golden() {
     step_case(DiffMode::Corrected);
+}
+
+/// The sampler set up on the golden's mini UNet and kernel MLP, plus (x_t, ξ, step index).
+fn golden_sampler<'a>(
+    ctx: &std::sync::Arc<dkp::Context>,
+    f: &Fixture,
+    unet: &'a Unet,
+    cfg: DiffDkpConfig,
+) -> (DiffDkp<'a>, dkp::Tensor, dkp::Tensor, usize) {
+    let mut cfg = cfg;
+    cfg.kernel_hidden = f.meta("hidden").unwrap().parse().unwrap();
+    cfg.code_len = f.meta("code_len").unwrap().parse().unwrap();
+    cfg.class_label = Some(f.meta("class").unwrap().parse().unwrap());
+    let y = f.tensor(ctx, "step_y");
+    let dd = DiffDkp::new(unet, &y, cfg).unwrap();
+    let mut w: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
+    for n in ["l1.weight", "l1.bias", "l2.weight", "l2.bias"] {
+        w.insert(n.to_string(), f.get(&format!("step_kmlp.{n}")));
+    }
+    dd.kernel_net.params.load(&w).unwrap();
+    dd.kernel_net.code.write(&f.get("step_code").1).unwrap();
+    let i = f.meta("step_i").unwrap().parse().unwrap();
+    (dd, f.tensor(ctx, "step_x_t"), f.tensor(ctx, "step_xi"), i)
+}
+
+fn mini_unet(ctx: &std::sync::Arc<dkp::Context>) -> Unet {
+    let dir = dkp::testing::testvectors_dir().expect("../shared/spec/testvectors is missing");
+    let wf = WeightFile::open(dir.join("unet_mini_reference.safetensors")).unwrap();
+    Unet::load(ctx, UnetConfig::from_weight_file(&wf).unwrap(), &wf).unwrap()
+}
+
+#[test]
+fn diff_dkp_faithful_torch17_drifts_on_stale_adam_moments_like_pytorch_1_7() {
+    let Some(ctx) = ctx() else { return };
+    let f = Fixture::load("diffdkp").unwrap();
+    let unet = mini_unet(&ctx);
+    let k_r: Vec<f64> = f.get("step_k_r").1.iter().map(|&v| v as f64).collect();
+    let mut cfg = DiffDkpConfig::new(DiffMode::FaithfulTorch17);
+    cfg.warmup = Warmup::GroundTruth {
+        kernel: k_r,
+        steps: 1,
+    };
+    let (mut dd, x_t, xi, i) = golden_sampler(&ctx, &f, &unet, cfg);
+    dd.warmup().unwrap();
+    let before = dd.kernel().unwrap().to_vec().unwrap();
+    let out = dd.step(i, &x_t, Some(&xi), None, &mut Rng::new(0)).unwrap();
+    assert!(out.data_loss.is_none() && out.prior_loss.is_none());
+    // The step's closed form still uses the kernel from before the drift ...
+    assert_eq!(out.kernel.to_vec().unwrap(), before);
+    // ... and afterwards φ has taken the two zero-gradient Adam steps PyTorch 1.7 takes.
+    check(
+        "F1 kernel after the zero-gradient steps",
+        &dd.kernel().unwrap(),
+        &f.get("step_f1_kernel_after"),
+        1e-3,
+        1e-6,
+    );
+    let moved = dd.kernel().unwrap().to_vec().unwrap();
+    assert!(moved.iter().zip(&before).any(|(a, b)| a != b));
+}
+
+#[test]
+fn diff_dkp_mcmc_weighted_prior_step_matches_golden() {
+    let Some(ctx) = ctx() else { return };
+    let f = Fixture::load("diffdkp").unwrap();
+    let unet = mini_unet(&ctx);
+    let mut cfg = DiffDkpConfig::new(DiffMode::Corrected);
+    cfg.warmup = Warmup::Prior { steps: 0 };
+    cfg.mcmc_samples = 5;
+    let (mut dd, x_t, xi, i) = golden_sampler(&ctx, &f, &unet, cfg);
+    let (ks, kv) = f.get("mcmc_k_r");
+    assert_eq!(ks, vec![5, 19, 19]);
+    let krs: Vec<Vec<f64>> = kv
+        .chunks(361)
+        .map(|c| c.iter().map(|&v| v as f64).collect())
+        .collect();
+    let out = dd
+        .step(i, &x_t, Some(&xi), Some(&krs), &mut Rng::new(0))
+        .unwrap();
+    let pl = out.prior_loss.unwrap() as f64;
+    let want = f.get("mcmc_prior_loss").1[0] as f64;
+    assert!(
+        (pl - want).abs() <= 1e-4 * want.abs(),
+        "weighted prior loss {pl} vs {want}"
+    );
+    check(
+        "kernel after the data step and the MCMC-weighted prior step",
+        &dd.kernel().unwrap(),
+        &f.get("mcmc_kernel_after"),
+        1e-3,
+        1e-6,
+    );
+    // Too few supplied kernels is an error, not a panic.
+    let err = dd
+        .step(i, &x_t, Some(&xi), Some(&krs[..2]), &mut Rng::new(0))
+        .err()
+        .expect("missing prior kernels must be refused");
+    assert!(err.to_string().contains("prior kernel 2"), "{err}");
 }

@@ -260,5 +260,49 @@ for mode in ("faithful", "corrected"):
             T["step_corrected_kernel_after"] = G(params)
     T[f"step_{mode}_x_prev"] = c1 * x0h + c2 * x_t + math.sqrt(var) * xi
 
+# ---- F1 ("faithful, PyTorch 1.7"): one warm-up Adam step on KL(k_r || G), then the released
+# graph-less data + prior "updates", which on torch 1.7 are Adam steps with zero gradients ----
+params = {n: v.clone().requires_grad_(True) for n, v in kw.items()}
+opt = torch.optim.Adam(list(params.values()), lr=5e-3)
+opt.zero_grad()
+kl(k_r, G(params)).backward()
+opt.step()
+for _ in range(2):
+    for p_ in params.values():
+        p_.grad = torch.zeros_like(p_)
+    opt.step()
+with torch.no_grad():
+    T["step_f1_kernel_after"] = G(params)
+
+# ---- corrected mode with the MCMC-weighted prior step (L = 5, spec §2.2 weights) ----
+y_m = 2 * y_obs - 1
+ysh = torch.roll(y_m, (S, S), (-2, -1))
+params = {n: v.clone().requires_grad_(True) for n, v in kw.items()}
+with torch.no_grad():
+    x0h = consistency(x0, ysh, G(params), ALPHA, "real")
+krs = []
+for l in range(5):
+    sx, sy = 1.0 + 0.7 * l, 4.0 - 0.6 * l
+    krs.append(norm_kernel(torch.exp(-((torch.arange(K) - 8.0 - 0.3 * l)[:, None] ** 2 / sx
+                                       + (torch.arange(K) - 7.5)[None] ** 2 / sy))))
+T["mcmc_k_r"] = torch.stack(krs)
+opt = torch.optim.Adam(list(params.values()), lr=5e-3)
+opt.zero_grad()
+F.mse_loss(circ(x0h, G(params)), ysh).backward()
+opt.step()
+opt.zero_grad()
+with torch.no_grad():
+    e = torch.stack([F.mse_loss(circ(x0h, kr), ysh) for kr in krs])
+    pm = (e - e.min()) / (1e-5 + (e - e.min()).sum())
+    wts = -(1 - pm) ** 2 * torch.log(pm + 1e-3)
+g_ = G(params)
+lw = sum(w * kl(kr, g_) for w, kr in zip(wts, krs))
+lw.backward()
+opt.step()
+T["mcmc_weights"] = wts
+T["mcmc_prior_loss"] = lw.detach().reshape(1)
+with torch.no_grad():
+    T["mcmc_kernel_after"] = G(params)
+
 save("diffdkp", T, metadata={"step_i": str(I), "step_t": str(t_orig), "class": str(CLASS),
                              "hidden": str(HID), "code_len": str(CODE)})

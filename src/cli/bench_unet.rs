@@ -1,0 +1,114 @@
+//! `dkp bench unet`: seconds per Diff-DKP sampling step and peak GPU memory for the full
+//! guided-diffusion UNet (the 256² ImageNet configuration) with random weights, so the cost
+//! can be measured without the 2.2 GB checkpoint.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, normal_tensor};
+use dkp::models::unet::{Unet, UnetConfig};
+use dkp::rand::Rng;
+use dkp::{Context, Tensor};
+
+use super::bench::BenchArgs;
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+#[derive(serde::Serialize)]
+struct UnetBench {
+    adapter: String,
+    precision: &'static str,
+    image_size: usize,
+    parameters: usize,
+    weights_mib: f64,
+    load_s: f64,
+    /// Mean wall-clock seconds of one UNet forward (synchronised).
+    unet_forward_s: f64,
+    /// Mean wall-clock seconds of one full sampling step at i < 90 (UNet, FFT closed form,
+    /// one data and one prior kernel update, posterior sample), synchronised.
+    step_s: f64,
+    peak_gpu_memory_mib: f64,
+    iters: usize,
+}
+
+pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
+    let mut opts = opts.clone();
+    opts.profile = args.profile;
+    let ctx = Context::new(&opts)?;
+    ctx.set_force_f32(args.f32);
+    let mut config = UnetConfig::imagenet256();
+    config.image_size = args.size;
+    let params = config.param_count()?;
+    println!(
+        "adapter: {} ({}, {}); UNet imagenet256 at {}², {} parameters, random weights",
+        ctx.summary.name, ctx.summary.backend, ctx.summary.device_type, args.size, params
+    );
+    let t0 = Instant::now();
+    let unet = Unet::random(&ctx, config, 1)?;
+    ctx.wait()?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let weights = ctx.memory().in_use as f64 / MIB;
+    let precision = if ctx.has_f16() { "f16" } else { "f32" };
+    println!("weights: {weights:.0} MiB on the GPU ({precision}), built in {load_s:.1} s");
+
+    let mut rng = Rng::new(7);
+    let s = args.size;
+    let y = Tensor::from_slice(&ctx, &rng.vec(3 * s * s, 0.0, 1.0), &[1, 3, s, s])?;
+    let x = normal_tensor(&ctx, &[1, 3, s, s], &mut rng)?;
+    let mut cfg = DiffDkpConfig::new(DiffMode::Corrected);
+    cfg.seed = 3;
+    let mut sampler = DiffDkp::new(&unet, &y, cfg)?;
+
+    let timed = |f: &mut dyn FnMut() -> dkp::Result<()>, n: usize| -> dkp::Result<f64> {
+        let t = Instant::now();
+        for _ in 0..n {
+            f()?;
+            ctx.wait()?;
+        }
+        Ok(t.elapsed().as_secs_f64() / n.max(1) as f64)
+    };
+    let iters = args.iters.max(1);
+    for _ in 0..args.warmup {
+        unet.forward(&x, 500.0, Some(950))?;
+        ctx.wait()?;
+    }
+    if args.profile {
+        ctx.with_profiler(|p| p.reset());
+    }
+    let fwd = timed(
+        &mut || unet.forward(&x, 500.0, Some(950)).map(|_| ()),
+        iters,
+    )?;
+    println!("UNet forward: {fwd:.3} s");
+    let step = timed(
+        &mut || sampler.step(50, &x, None, None, &mut rng).map(|_| ()),
+        iters,
+    )?;
+    let peak = ctx.memory().peak_in_use as f64 / MIB;
+    println!(
+        "sampling step (i < 90, with kernel updates): {step:.3} s; peak GPU memory {peak:.0} MiB"
+    );
+    if args.profile
+        && let Some(t) = ctx.with_profiler(|p| p.table())
+    {
+        print!("{t}");
+    }
+    let report = UnetBench {
+        adapter: ctx.summary.name.clone(),
+        precision,
+        image_size: s,
+        parameters: params,
+        weights_mib: weights,
+        load_s,
+        unet_forward_s: fwd,
+        step_s: step,
+        peak_gpu_memory_mib: peak,
+        iters,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    match &args.json {
+        Some(p) => std::fs::write(p, json)?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}
