@@ -192,6 +192,9 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     if !args.classifier_scale.is_finite() {
         bail!("--classifier-scale must be finite");
     }
+    if args.classifier.is_none() && args.classifier_scale != 1.0 {
+        eprintln!("warning: --classifier-scale has no effect without --classifier (unguided)");
+    }
     let img = load_rgb(&args.input)?;
     let (img, upsample) = prepare_input(img, size, args.sf, args.crop)?;
     let mut hr = match &args.hr {

@@ -277,7 +277,7 @@ impl<'a> DiffDkp<'a> {
     }
 
     /// The guidance term `σ²_post,i · scale · ∇_{x_t} log softmax(C(x_t, S_i))[y]` of step `i`
-    /// (`None` without a classifier).
+    /// (`None` without a classifier, or when the term is zero: scale 0 or i = 0).
     pub fn guidance(&self, i: usize, x_t: &Tensor) -> Result<Option<Tensor>> {
         let Some(c) = self.classifier else {
             return Ok(None);
@@ -289,6 +289,10 @@ impl<'a> DiffDkp<'a> {
             .ok_or_else(|| Error::Invalid("classifier guidance needs a class label".into()))?;
         let sc = &self.schedule;
         let w = sc.posterior_variance[i] * self.cfg.classifier_scale as f64;
+        if w == 0.0 {
+            // Scale 0, or the last step (σ²_post,0 = 0): no term, no backward pass.
+            return Ok(None);
+        }
         c.guidance(x_t, sc.timesteps[i] as f64, y, w as f32)
             .map(Some)
     }

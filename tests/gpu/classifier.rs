@@ -201,6 +201,11 @@ fn diffdkp_step_adds_classifier_guidance() {
     // x̂0 and the kernel are not affected by guidance.
     assert_eq!(a.x0_hat.to_vec().unwrap(), b.x0_hat.to_vec().unwrap());
     assert_eq!(tape_len(&ctx), 0);
+    // No term (and no backward pass) at i = 0, where σ²_post = 0, nor with scale 0.
+    assert_eq!(guided.schedule.posterior_variance[0], 0.0);
+    assert!(guided.guidance(0, &x_t).unwrap().is_none());
+    guided.cfg.classifier_scale = 0.0;
+    assert!(guided.guidance(i, &x_t).unwrap().is_none());
 
     // A classifier of another size is refused.
     let big = Tensor::zeros(&ctx, &[1, 3, 64, 64]).unwrap();
