@@ -136,6 +136,41 @@ pub fn no_grad(ctx: &std::sync::Arc<crate::gpu::Context>) -> NoGradGuard {
     NoGradGuard { ctx: ctx.clone() }
 }
 
+/// RAII guard for a self-contained differentiable computation (e.g. classifier guidance inside
+/// a sampler that runs under [`no_grad`]): while it lives, this thread records with an empty
+/// tape and grad mode on; on drop, whatever it recorded is discarded and the caller's tape and
+/// `no_grad` depth are restored.
+pub struct IsolatedTape {
+    ctx: std::sync::Arc<crate::gpu::Context>,
+    saved_nodes: Vec<Node>,
+    saved_no_grad: u32,
+}
+
+impl Drop for IsolatedTape {
+    fn drop(&mut self) {
+        let nodes = std::mem::take(&mut self.saved_nodes);
+        let ng = self.saved_no_grad;
+        self.ctx.tapes.with(|t| {
+            t.nodes = nodes;
+            t.no_grad = ng;
+        });
+    }
+}
+
+/// Start an [`IsolatedTape`] on this thread.
+pub fn isolated_tape(ctx: &std::sync::Arc<crate::gpu::Context>) -> IsolatedTape {
+    let (saved_nodes, saved_no_grad) = ctx.tapes.with(|t| {
+        let ng = t.no_grad;
+        t.no_grad = 0;
+        (std::mem::take(&mut t.nodes), ng)
+    });
+    IsolatedTape {
+        ctx: ctx.clone(),
+        saved_nodes,
+        saved_no_grad,
+    }
+}
+
 /// Drop this thread's tape without running it (e.g. after a forward pass used only for logging).
 pub fn clear_tape(ctx: &crate::gpu::Context) {
     ctx.tapes.with(|t| t.nodes.clear());

@@ -34,7 +34,8 @@ enum Cmd {
     Dip(Box<cli::dip::DipArgs>),
     /// Non-blind SR with USRNet-tiny and a known blur kernel (DKP's correlation convention).
     Usrnet(cli::usrnet::UsrnetArgs),
-    /// Blind deblurring with Diff-DKP (diffusion UNet + DKP kernel net); no classifier guidance.
+    /// Blind deblurring with Diff-DKP (diffusion UNet + DKP kernel net, optional classifier
+    /// guidance).
     Diff(Box<cli::diff::DiffArgs>),
     /// Benchmarks: per-kernel GPU timings (GFLOP/s, GB/s) at representative sizes.
     Bench(cli::bench::BenchArgs),

@@ -58,7 +58,7 @@ fn diff_missing_unet_points_to_weights_readme() {
 }
 
 #[test]
-fn diff_refuses_large_input_and_classifier() {
+fn diff_refuses_large_input() {
     let tmp = tempfile::tempdir().unwrap();
     let img = write_image(tmp.path(), "big.png", 48, 40);
     let (ok, _, err) = run(dkp()
@@ -69,20 +69,152 @@ fn diff_refuses_large_input_and_classifier() {
         err.contains("48x40") && err.contains("--crop") && err.contains("32x32"),
         "{err}"
     );
+}
+
+fn mini_classifier() -> PathBuf {
+    dkp::testing::fixtures_dir().join("classifier.safetensors")
+}
+
+#[test]
+fn diff_missing_classifier_points_to_weights_readme() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = write_image(tmp.path(), "a.png", 32, 32);
     let (ok, _, err) = run(dkp()
         .args([
             "diff",
             img.to_str().unwrap(),
+            "--class",
+            "3",
             "--classifier",
-            "c.safetensors",
-            "--unet",
         ])
+        .arg(tmp.path().join("classifier256.safetensors"))
+        .arg("--unet")
         .arg(mini_unet()));
     assert!(!ok);
     assert!(
-        err.contains("classifier guidance is not implemented"),
+        err.contains("classifier256.safetensors")
+            && err.contains("weights/README.md")
+            && err.contains("--map classifier"),
         "{err}"
     );
+}
+
+/// A copy of the mini classifier fixture with `out.2.c_proj.bias` of shape [11] instead of
+/// [10] (and `out.2.qkv_proj.bias` dropped when `drop` is set).
+fn write_bad_classifier(dir: &Path, drop: bool) -> PathBuf {
+    let bytes = std::fs::read(mini_classifier()).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (n, v) in st.tensors() {
+        if drop && n == "out.2.qkv_proj.bias" {
+            continue;
+        }
+        let (mut shape, mut data) = (v.shape().to_vec(), v.data().to_vec());
+        if n == "out.2.c_proj.bias" {
+            shape = vec![11];
+            data.extend_from_slice(&0f32.to_le_bytes());
+        }
+        owned.push((n, shape, data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let p = dir.join("bad_classifier.safetensors");
+    safetensors::serialize_to_file(views, meta.metadata().clone(), &p).unwrap();
+    p
+}
+
+#[test]
+fn diff_mismatched_classifier_names_key_and_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = write_image(tmp.path(), "a.png", 32, 32);
+    for drop in [false, true] {
+        let bad = write_bad_classifier(tmp.path(), drop);
+        let (ok, _, err) = run(dkp()
+            .args([
+                "diff",
+                img.to_str().unwrap(),
+                "--class",
+                "3",
+                "--classifier",
+            ])
+            .arg(&bad)
+            .arg("--unet")
+            .arg(mini_unet()));
+        assert!(!ok);
+        assert!(
+            err.contains("bad_classifier.safetensors")
+                && err.contains("`out.2.c_proj.bias` has shape [11], expected [10]"),
+            "{err}"
+        );
+        if drop {
+            assert!(
+                err.contains("missing tensor `out.2.qkv_proj.bias` (expected shape [192])"),
+                "{err}"
+            );
+        }
+    }
+    // A class the classifier does not have.
+    let (ok, _, err) = run(dkp()
+        .args([
+            "diff",
+            img.to_str().unwrap(),
+            "--class",
+            "12",
+            "--classifier",
+        ])
+        .arg(mini_classifier())
+        .arg("--unet")
+        .arg(mini_unet()));
+    assert!(!ok);
+    assert!(
+        err.contains("--class 12") && err.contains("10 classes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_runs_with_mini_classifier_guidance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = write_image(tmp.path(), "obs.png", 32, 32);
+    let out = tmp.path().join("out");
+    let (ok, stdout, err) = run(dkp()
+        .args([
+            "diff",
+            img.to_str().unwrap(),
+            "--class",
+            "3",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--classifier-scale",
+            "2.5",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--classifier")
+        .arg(mini_classifier())
+        .arg("--unet")
+        .arg(mini_unet()));
+    assert!(ok, "{err}");
+    assert!(stdout.contains("obs_diffdkp.png"), "{stdout}");
+    assert!(
+        err.contains("classifier guidance: scale 2.5, class 3"),
+        "{err}"
+    );
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("obs_report.json")).unwrap()).unwrap();
+    assert_eq!(rep["classifier_guidance"], serde_json::json!(true));
+    assert_eq!(rep["classifier_scale"].as_f64(), Some(2.5));
 }
 
 #[test]
@@ -130,6 +262,10 @@ fn diff_runs_with_mini_unet() {
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("obs_report.json")).unwrap()).unwrap();
+    assert_eq!(rep["classifier_guidance"], serde_json::json!(false));
+    assert_eq!(rep["classifier_scale"].as_f64(), Some(0.0));
     let k = dkp::io::kernel::read_kernel(&out.join("obs_kernel.txt")).unwrap();
     assert_eq!(k.size, 19);
     assert!((k.data.iter().sum::<f64>() - 1.0).abs() < 1e-4);

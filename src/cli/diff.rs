@@ -14,6 +14,7 @@ use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
 use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
 use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
 use dkp::io::weights::WeightFile;
+use dkp::models::classifier::{Classifier, ClassifierConfig, missing_classifier_error};
 use dkp::models::unet::{Unet, UnetConfig, missing_weights_error};
 use dkp::rand::Rng;
 
@@ -40,11 +41,15 @@ The observation must be the model's size (256x256 for the ImageNet UNet): either
 image itself, or an LR image of 256/sf per side, which is bicubic-upsampled by --sf. Larger \
 images are refused (tiled sampling is not implemented): crop first, or pass --crop.
 
-Classifier guidance is NOT implemented: sampling runs with classifier_scale 0, whereas the \
-released code uses the 256x256 classifier with scale 1.0; results differ from it.
+Classifier guidance: with --classifier FILE every step adds \
+var * scale * grad_x log softmax(classifier(x_t, t))[class] to the posterior mean (var = the \
+posterior variance, t = the original timestep, scale = --classifier-scale, 1.0 as the released \
+code, class = --class). Without --classifier, sampling is unguided (scale 0), which differs \
+from the released code.
 
-The UNet weights (guided-diffusion 256x256_diffusion.pt, ~2.2 GB) are not shipped: convert \
-them with tools/dkp-convert as explained in weights/README.md.")]
+The UNet weights (guided-diffusion 256x256_diffusion.pt, ~2.2 GB) and the classifier \
+(256x256_classifier.pt) are not shipped: convert them with tools/dkp-convert as explained in \
+weights/README.md.")]
 pub struct DiffArgs {
     /// Observed image (PNG/JPEG): 256x256, or (256/sf)x(256/sf) LR.
     pub input: PathBuf,
@@ -55,10 +60,16 @@ pub struct DiffArgs {
     /// (guided-diffusion JSON) selects another configuration than the 256x256 ImageNet one.
     #[arg(long, default_value = "weights/unet256.safetensors")]
     pub unet: PathBuf,
-    /// Classifier for guidance: not implemented yet (guidance scale is 0).
+    /// Noisy-image classifier for guidance (safetensors with the checkpoint's key names, e.g.
+    /// weights/classifier256.safetensors converted from guided-diffusion's
+    /// 256x256_classifier.pt). Without it, sampling is unguided.
     #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// Class label given to the class-conditional UNet (950 = "orange", as the released code).
+    /// Classifier-guidance scale (the released code uses 1.0). Needs --classifier.
+    #[arg(long = "classifier-scale", default_value_t = 1.0)]
+    pub classifier_scale: f32,
+    /// Class label given to the class-conditional UNet and, with --classifier, the class whose
+    /// log-probability guidance ascends (950 = "orange", as the released code).
     #[arg(long, default_value_t = 950)]
     pub class: usize,
     /// Respaced diffusion steps (of 1000).
@@ -148,12 +159,6 @@ fn prepare_input(img: RgbImage, size: usize, sf: usize, crop: bool) -> Result<(R
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
-    if args.classifier.is_some() {
-        bail!(
-            "classifier guidance is not implemented yet: run without --classifier (sampling then \
-             uses classifier_scale 0, unlike the released code's 1.0)"
-        );
-    }
     if !args.unet.exists() {
         return Err(missing_weights_error(&args.unet).into());
     }
@@ -164,6 +169,39 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         UnetConfig::imagenet256()
     };
     let size = ucfg.image_size;
+    // Check the classifier file's header before any GPU work.
+    let clf_file = match &args.classifier {
+        Some(p) => {
+            if !p.exists() {
+                return Err(missing_classifier_error(p).into());
+            }
+            let cwf = WeightFile::open(p)?;
+            let ccfg = ClassifierConfig::from_weight_file(&cwf)?;
+            ccfg.check_file(&cwf)?;
+            if ccfg.image_size != size {
+                bail!(
+                    "the classifier {} takes {1}x{1} images but the UNet samples {size}x{size}",
+                    p.display(),
+                    ccfg.image_size
+                );
+            }
+            if args.class >= ccfg.num_classes {
+                bail!(
+                    "--class {} is out of range for the classifier ({} classes)",
+                    args.class,
+                    ccfg.num_classes
+                );
+            }
+            Some((cwf, ccfg))
+        }
+        None => None,
+    };
+    if !args.classifier_scale.is_finite() {
+        bail!("--classifier-scale must be finite");
+    }
+    if args.classifier.is_none() && args.classifier_scale != 1.0 {
+        eprintln!("warning: --classifier-scale has no effect without --classifier (unguided)");
+    }
     let img = load_rgb(&args.input)?;
     let (img, upsample) = prepare_input(img, size, args.sf, args.crop)?;
     let mut hr = match &args.hr {
@@ -187,6 +225,10 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
 
     let ctx: Arc<Context> = Context::new(opts)?;
     let unet = Unet::load(&ctx, ucfg.clone(), &wf)?;
+    let classifier = match &clf_file {
+        Some((cwf, ccfg)) => Some(Classifier::load(&ctx, ccfg.clone(), cwf)?),
+        None => None,
+    };
     let data: Vec<f32> = img.data.iter().map(|&v| v as f32).collect();
     let mut y = Tensor::from_slice(&ctx, &data, &[1, 3, img.height, img.width])?;
     if upsample {
@@ -219,6 +261,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     cfg.steps = args.steps;
     cfg.seed = args.seed;
     cfg.class_label = ucfg.num_classes.map(|_| args.class);
+    cfg.guidance_class = Some(args.class);
+    cfg.classifier_scale = args.classifier_scale;
     cfg.prior = match args.prior {
         DiffPriorArg::Gaussian => DiffPriorKind::Gaussian,
         DiffPriorArg::Motion => DiffPriorKind::MotionLine,
@@ -228,6 +272,13 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         cfg.warmup = Warmup::Prior { steps: n };
     }
     let mut dd = DiffDkp::new(&unet, &y, cfg)?;
+    if let Some(c) = &classifier {
+        dd = dd.with_classifier(c)?;
+        eprintln!(
+            "classifier guidance: scale {}, class {}",
+            args.classifier_scale, args.class
+        );
+    }
     let mut rng = Rng::new(args.seed ^ 0x5eed);
     let n = args.steps;
     let t0 = std::time::Instant::now();
@@ -289,7 +340,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         "steps": n,
         "mcmc_samples": args.mcmc,
         "seed": args.seed,
-        "classifier_guidance": false,
+        "classifier_guidance": classifier.is_some(),
+        "classifier_scale": if classifier.is_some() { args.classifier_scale } else { 0.0 },
         "adapter": &ctx.summary,
         "seconds": seconds,
         "seconds_per_step": seconds / n.max(1) as f64,

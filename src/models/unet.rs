@@ -19,8 +19,8 @@ use crate::io::weights::WeightFile;
 use crate::ops::{self, Conv2dParams, PadMode};
 use crate::tensor::Tensor;
 
-const GN_GROUPS: usize = 32;
-const GN_EPS: f32 = 1e-5;
+pub(crate) const GN_GROUPS: usize = 32;
+pub(crate) const GN_EPS: f32 = 1e-5;
 
 /// Hyper-parameters of a guided-diffusion `UNetModel` (only the variant Diff-DKP uses:
 /// scale-shift norm, res-block up/down, legacy attention order, no dropout at inference).
@@ -160,7 +160,7 @@ impl UnetConfig {
         4 * self.model_channels
     }
 
-    fn heads(&self, ch: usize) -> Result<usize> {
+    pub(crate) fn heads(&self, ch: usize) -> Result<usize> {
         match self.num_head_channels {
             Some(hc) if hc > 0 && ch.is_multiple_of(hc) => Ok(ch / hc),
             Some(hc) => Err(Error::Invalid(format!(
@@ -174,7 +174,7 @@ impl UnetConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("UNet config: {m}")));
         if self.model_channels == 0 || self.channel_mult.is_empty() || self.in_channels == 0 {
             return bad("model_channels, channel_mult and in_channels must be non-empty".into());
@@ -203,8 +203,9 @@ impl UnetConfig {
         self.layout().map(|_| ())
     }
 
-    /// The block structure (the `UNetModel.__init__` loops).
-    fn layout(&self) -> Result<Layout> {
+    /// The encoder half shared with the classifier's `EncoderUNetModel`: the input blocks,
+    /// the middle block, the skip-channel stack, and the final channels and downsample rate.
+    pub(crate) fn encoder_layout(&self) -> Result<EncoderLayout> {
         let mc = self.model_channels;
         let mut input = Vec::new();
         let mut ch = self.channel_mult[0] * mc;
@@ -271,6 +272,25 @@ impl UnetConfig {
                 },
             ],
         };
+        Ok(EncoderLayout {
+            input,
+            middle,
+            chans,
+            ch,
+            ds,
+        })
+    }
+
+    /// The block structure (the `UNetModel.__init__` loops).
+    fn layout(&self) -> Result<Layout> {
+        let EncoderLayout {
+            input,
+            middle,
+            mut chans,
+            mut ch,
+            mut ds,
+        } = self.encoder_layout()?;
+        let mc = self.model_channels;
         let mut output = Vec::new();
         for (level, &mult) in self.channel_mult.iter().enumerate().rev() {
             for i in 0..=self.num_res_blocks {
@@ -390,14 +410,14 @@ impl UnetConfig {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UpDown {
+pub(crate) enum UpDown {
     None,
     Up,
     Down,
 }
 
 #[derive(Clone, Debug)]
-enum LayerSpec {
+pub(crate) enum LayerSpec {
     Conv {
         cin: usize,
         cout: usize,
@@ -414,7 +434,7 @@ enum LayerSpec {
 }
 
 impl LayerSpec {
-    fn params(&self, p: &str, te: usize, v: &mut Vec<(String, Vec<usize>)>) {
+    pub(crate) fn params(&self, p: &str, te: usize, v: &mut Vec<(String, Vec<usize>)>) {
         let mut push = |n: &str, s: Vec<usize>| v.push((format!("{p}.{n}"), s));
         match *self {
             LayerSpec::Conv { cin, cout } => {
@@ -449,9 +469,18 @@ impl LayerSpec {
     }
 }
 
-struct Block {
-    prefix: String,
-    layers: Vec<LayerSpec>,
+pub(crate) struct Block {
+    pub(crate) prefix: String,
+    pub(crate) layers: Vec<LayerSpec>,
+}
+
+/// See [`UnetConfig::encoder_layout`].
+pub(crate) struct EncoderLayout {
+    pub(crate) input: Vec<Block>,
+    pub(crate) middle: Block,
+    pub(crate) chans: Vec<usize>,
+    pub(crate) ch: usize,
+    pub(crate) ds: usize,
 }
 
 struct Layout {
@@ -493,7 +522,7 @@ fn conv1(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     ops::conv2d(x, w, Some(b), &Conv2dParams::new(1, 0, PadMode::Zeros))
 }
 
-struct ResBlock {
+pub(crate) struct ResBlock {
     cout: usize,
     updown: UpDown,
     in_norm: (Tensor, Tensor),
@@ -538,7 +567,7 @@ impl ResBlock {
     }
 }
 
-struct AttnBlock {
+pub(crate) struct AttnBlock {
     c: usize,
     heads: usize,
     norm: (Tensor, Tensor),
@@ -575,7 +604,7 @@ impl AttnBlock {
     }
 }
 
-enum Module {
+pub(crate) enum Module {
     Conv(Tensor, Tensor),
     Res(Box<ResBlock>),
     Attn(Box<AttnBlock>),
@@ -591,12 +620,66 @@ impl Module {
     }
 }
 
-fn run_block(mods: &[Module], x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
+pub(crate) fn run_block(mods: &[Module], x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
     let mut h = x.clone();
     for m in mods {
         h = m.forward(&h, emb_act)?;
     }
     Ok(h)
+}
+
+/// The modules of one block, taking every tensor (by checkpoint key and shape) from `get`.
+pub(crate) fn build_block(
+    b: &Block,
+    te: usize,
+    get: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
+) -> Result<Vec<Module>> {
+    let wb = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
+        Ok((
+            get(&format!("{p}.weight"), ws)?,
+            get(&format!("{p}.bias"), &[bs])?,
+        ))
+    };
+    let mut mods = Vec::new();
+    for (i, l) in b.layers.iter().enumerate() {
+        let p = format!("{}.{i}", b.prefix);
+        mods.push(match *l {
+            LayerSpec::Conv { cin, cout } => {
+                let (w, b) = wb(&p, &[cout, cin, 3, 3], cout)?;
+                Module::Conv(w, b)
+            }
+            LayerSpec::Res { cin, cout, updown } => Module::Res(Box::new(ResBlock {
+                cout,
+                updown,
+                in_norm: wb(&format!("{p}.in_layers.0"), &[cin], cin)?,
+                in_conv: wb(&format!("{p}.in_layers.2"), &[cout, cin, 3, 3], cout)?,
+                emb: wb(&format!("{p}.emb_layers.1"), &[2 * cout, te], 2 * cout)?,
+                out_norm: wb(&format!("{p}.out_layers.0"), &[cout], cout)?,
+                out_conv: wb(&format!("{p}.out_layers.3"), &[cout, cout, 3, 3], cout)?,
+                skip: if cin != cout {
+                    Some(wb(
+                        &format!("{p}.skip_connection"),
+                        &[cout, cin, 1, 1],
+                        cout,
+                    )?)
+                } else {
+                    None
+                },
+            })),
+            LayerSpec::Attn { c, heads } => {
+                let (qw, qb) = wb(&format!("{p}.qkv"), &[3 * c, c, 1], 3 * c)?;
+                let (pw, pb) = wb(&format!("{p}.proj_out"), &[c, c, 1], c)?;
+                Module::Attn(Box::new(AttnBlock {
+                    c,
+                    heads,
+                    norm: wb(&format!("{p}.norm"), &[c], c)?,
+                    qkv: (qw.reshape(&[3 * c, c, 1, 1])?, qb),
+                    proj: (pw.reshape(&[c, c, 1, 1])?, pb),
+                }))
+            }
+        });
+    }
+    Ok(mods)
 }
 
 /// The guided-diffusion UNet with loaded weights (inference only: `forward` runs under
@@ -704,48 +787,7 @@ impl Unet {
             wb("time_embed.0", &[te, mc], te)?,
             wb("time_embed.2", &[te, te], te)?,
         ];
-        let build = |b: &Block| -> Result<Vec<Module>> {
-            let mut mods = Vec::new();
-            for (i, l) in b.layers.iter().enumerate() {
-                let p = format!("{}.{i}", b.prefix);
-                mods.push(match *l {
-                    LayerSpec::Conv { cin, cout } => {
-                        let (w, b) = wb(&p, &[cout, cin, 3, 3], cout)?;
-                        Module::Conv(w, b)
-                    }
-                    LayerSpec::Res { cin, cout, updown } => Module::Res(Box::new(ResBlock {
-                        cout,
-                        updown,
-                        in_norm: wb(&format!("{p}.in_layers.0"), &[cin], cin)?,
-                        in_conv: wb(&format!("{p}.in_layers.2"), &[cout, cin, 3, 3], cout)?,
-                        emb: wb(&format!("{p}.emb_layers.1"), &[2 * cout, te], 2 * cout)?,
-                        out_norm: wb(&format!("{p}.out_layers.0"), &[cout], cout)?,
-                        out_conv: wb(&format!("{p}.out_layers.3"), &[cout, cout, 3, 3], cout)?,
-                        skip: if cin != cout {
-                            Some(wb(
-                                &format!("{p}.skip_connection"),
-                                &[cout, cin, 1, 1],
-                                cout,
-                            )?)
-                        } else {
-                            None
-                        },
-                    })),
-                    LayerSpec::Attn { c, heads } => {
-                        let (qw, qb) = wb(&format!("{p}.qkv"), &[3 * c, c, 1], 3 * c)?;
-                        let (pw, pb) = wb(&format!("{p}.proj_out"), &[c, c, 1], c)?;
-                        Module::Attn(Box::new(AttnBlock {
-                            c,
-                            heads,
-                            norm: wb(&format!("{p}.norm"), &[c], c)?,
-                            qkv: (qw.reshape(&[3 * c, c, 1, 1])?, qb),
-                            proj: (pw.reshape(&[c, c, 1, 1])?, pb),
-                        }))
-                    }
-                });
-            }
-            Ok(mods)
-        };
+        let build = |b: &Block| build_block(b, te, get);
         let input = lay.input.iter().map(build).collect::<Result<Vec<_>>>()?;
         let middle = build(&lay.middle)?;
         let output = lay.output.iter().map(build).collect::<Result<Vec<_>>>()?;

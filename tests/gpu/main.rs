@@ -2,6 +2,7 @@
 //! on a real wgpu adapter (lavapipe in CI). One test binary keeps link time down.
 
 mod attention;
+mod classifier;
 mod common;
 mod conv;
 mod core;
