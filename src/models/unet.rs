@@ -913,7 +913,8 @@ impl Unet {
         let _ng = no_grad(&self.ctx);
         let emb_act = ops::silu(&self.embedding(t, y)?)?;
         let mut hs: Vec<Tensor> = Vec::with_capacity(self.input.len());
-        let mut h = x.clone();
+        // `h = x.type(self.dtype)`: the torso runs on f16 activations in f16 precision.
+        let mut h = ops::cast(x, self.precision)?;
         for b in &self.input {
             h = run_block(b, &h, &emb_act)?;
             hs.push(h.clone());
@@ -927,6 +928,8 @@ impl Unet {
             h = ops::concat(&[&h, &skip], 1)?;
             h = run_block(b, &h, &emb_act)?;
         }
+        // `h = h.type(x.dtype)` before the f32 `out` head
+        let h = ops::cast(&h, DType::F32)?;
         let h = ops::group_norm_silu(&h, GN_GROUPS, &self.out_norm.0, &self.out_norm.1, GN_EPS)?;
         conv3(&h, &self.out_conv.0, &self.out_conv.1)
     }

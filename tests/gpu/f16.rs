@@ -146,3 +146,130 @@ fn conv2d_f16_weights_and_activations_match_f32() {
         }
     }
 }
+
+/// Elementwise add (same shape and broadcast), group_norm(_silu) with f32 affine,
+/// avg_pool2x2, upsample_nearest, concat, slice, transpose2d: f16 in, f16 out, against the f32
+/// op on the same values.
+#[test]
+fn f16_torso_ops_match_f32() {
+    let Some(ctx) = ctx() else { return };
+    let _ng = autograd::no_grad(&ctx);
+    let mut rng = Rng::new(5);
+    let xs = [2, 64, 6, 10];
+    let n: usize = xs.iter().product();
+    let (a32, a16) = pair(&ctx, &rng.vec(n, -2.0, 2.0), &xs);
+    let (b32, b16) = pair(&ctx, &rng.vec(n, -2.0, 2.0), &xs);
+    let (c32, c16) = pair(&ctx, &rng.vec(64 * 60, -2.0, 2.0), &[1, 64, 6, 10]);
+    check16(
+        "add",
+        &ops::add(&a16, &b16).unwrap(),
+        &ops::add(&a32, &b32).unwrap(),
+    );
+    check16(
+        "add (broadcast)",
+        &ops::add(&a16, &c16).unwrap(),
+        &ops::add(&a32, &c32).unwrap(),
+    );
+    // GroupNorm statistics in f32 over an f16 input with a large offset (cancellation)
+    let xo: Vec<f32> = rng.vec(n, -1.0, 1.0).iter().map(|v| v + 30.0).collect();
+    let (o32, o16) = pair(&ctx, &xo, &xs);
+    let g = Tensor::from_slice(&ctx, &rng.vec(64, 0.5, 1.5), &[64]).unwrap();
+    let bt = Tensor::from_slice(&ctx, &rng.vec(64, -0.5, 0.5), &[64]).unwrap();
+    for (what, x32, x16) in [("", &a32, &a16), (" offset 30", &o32, &o16)] {
+        check16(
+            &format!("group_norm{what}"),
+            &ops::group_norm(x16, 32, &g, &bt, 1e-5).unwrap(),
+            &ops::group_norm(x32, 32, &g, &bt, 1e-5).unwrap(),
+        );
+        check16(
+            &format!("group_norm_silu{what}"),
+            &ops::group_norm_silu(x16, 32, &g, &bt, 1e-5).unwrap(),
+            &ops::group_norm_silu(x32, 32, &g, &bt, 1e-5).unwrap(),
+        );
+    }
+    // [N, C, L] as the attention block uses it
+    check16(
+        "group_norm [N, C, L]",
+        &ops::group_norm(&a16.reshape(&[2, 64, 60]).unwrap(), 32, &g, &bt, 1e-5).unwrap(),
+        &ops::group_norm(&a32.reshape(&[2, 64, 60]).unwrap(), 32, &g, &bt, 1e-5).unwrap(),
+    );
+    check16(
+        "avg_pool2x2",
+        &ops::avg_pool2x2(&a16).unwrap(),
+        &ops::avg_pool2x2(&a32).unwrap(),
+    );
+    check16(
+        "upsample_nearest",
+        &ops::upsample_nearest(&a16, 2).unwrap(),
+        &ops::upsample_nearest(&a32, 2).unwrap(),
+    );
+    // odd offsets / extents: the f16 copies cannot use 4-byte buffer copies
+    let (d32, d16) = pair(&ctx, &rng.vec(2 * 3 * 5 * 7, -2.0, 2.0), &[2, 3, 5, 7]);
+    check16(
+        "concat dim 1",
+        &ops::concat(&[&a16, &b16], 1).unwrap(),
+        &ops::concat(&[&a32, &b32], 1).unwrap(),
+    );
+    check16(
+        "concat odd",
+        &ops::concat(&[&d16, &d16], 3).unwrap(),
+        &ops::concat(&[&d32, &d32], 3).unwrap(),
+    );
+    for (dim, s, l) in [(1, 1, 2), (3, 3, 3), (2, 1, 3)] {
+        check16(
+            &format!("slice dim {dim} [{s}, +{l})"),
+            &ops::slice(&d16, dim, s, l).unwrap(),
+            &ops::slice(&d32, dim, s, l).unwrap(),
+        );
+    }
+    check16(
+        "slice dim 1 (large)",
+        &ops::slice(&a16, 1, 17, 30).unwrap(),
+        &ops::slice(&a32, 1, 17, 30).unwrap(),
+    );
+    check16(
+        "transpose2d",
+        &ops::transpose2d(&d16).unwrap(),
+        &ops::transpose2d(&d32).unwrap(),
+    );
+    check16("cast", &ops::cast(&a32, DType::F16).unwrap(), &a32);
+}
+
+/// Attention with f16 q, k, v (softmax and accumulators in f32), both kernel variants, at the
+/// UNet's head size.
+#[test]
+fn attention_f16_matches_f32_both_tunings() {
+    use dkp::gpu::Tuning;
+    use dkp::kernels::attention::attention_fwd_tuned;
+    let Some(ctx) = ctx() else { return };
+    let _ng = autograd::no_grad(&ctx);
+    let mut rng = Rng::new(9);
+    for (b, h, t, s, d) in [(1, 2, 64, 64, 32), (2, 1, 37, 21, 20)] {
+        let (q32, q16) = pair(&ctx, &rng.vec(b * h * t * d, -1.5, 1.5), &[b, h, t, d]);
+        let (k32, k16) = pair(&ctx, &rng.vec(b * h * s * d, -1.5, 1.5), &[b, h, s, d]);
+        let (v32, v16) = pair(&ctx, &rng.vec(b * h * s * d, -1.0, 1.0), &[b, h, s, d]);
+        let scale = 1.0 / (d as f32).sqrt();
+        for tu in [Tuning::Software, Tuning::Gpu] {
+            let (want, lw) = attention_fwd_tuned(&q32, &k32, &v32, scale, tu).unwrap();
+            let (got, lg) = attention_fwd_tuned(&q16, &k16, &v16, scale, tu).unwrap();
+            check16(&format!("attention {tu:?} t{t} s{s} d{d}"), &got, &want);
+            assert_eq!(lg.dtype(), DType::F32);
+            assert_close(
+                "attention lse",
+                &lg.to_vec().unwrap(),
+                &lw.to_vec().unwrap(),
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+    let q = Tensor::from_slice(&ctx, &[0.0; 4], &[1, 1, 1, 4]).unwrap();
+    let k = Tensor::from_f16(&ctx, &h16(&[0.0; 4]), &[1, 1, 1, 4]).unwrap();
+    assert!(matches!(
+        ops::attention(&q, &k, &k, 1.0),
+        Err(Error::Shape {
+            op: "attention",
+            ..
+        })
+    ));
+}
