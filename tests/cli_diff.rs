@@ -90,10 +90,15 @@ fn diff_runs_with_mini_unet() {
     let tmp = tempfile::tempdir().unwrap();
     let img = write_image(tmp.path(), "obs.png", 40, 36);
     let out = tmp.path().join("out");
-    for mode in ["corrected", "faithful"] {
-        let (ok, stdout, err) = run(dkp()
+    // The test adapter (lavapipe) has SHADER_F16: f16 by default, --f32 forces f32.
+    for (mode, f32_flag) in [("corrected", false), ("faithful", true)] {
+        let mut cmd = dkp();
+        cmd.arg("diff");
+        if f32_flag {
+            cmd.arg("--f32");
+        }
+        let (ok, stdout, err) = run(cmd
             .args([
-                "diff",
                 img.to_str().unwrap(),
                 "--crop",
                 "--class",
@@ -107,6 +112,15 @@ fn diff_runs_with_mini_unet() {
             .arg(mini_unet()));
         assert!(ok, "{mode}: {err}");
         assert!(stdout.contains("obs_diffdkp.png"), "{stdout}");
+        let want = if f32_flag { "f32" } else { "f16" };
+        assert!(
+            stdout.contains(&format!("UNet precision: {want}")),
+            "{stdout}"
+        );
+        let rep: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("obs_report.json")).unwrap())
+                .unwrap();
+        assert_eq!(rep["precision"], want, "{rep}");
     }
     for f in [
         "obs_diffdkp.png",
