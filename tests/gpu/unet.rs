@@ -217,3 +217,23 @@ fn unet_weight_errors_name_key_and_shapes() {
         "{e}"
     );
 }
+
+/// GPU memory of the 256² model's weights (label table excluded: it stays on the host) in f32
+/// and with the f16 torso convs.
+#[test]
+fn unet_imagenet256_weight_memory_f16_vs_f32() {
+    let cfg = UnetConfig::imagenet256();
+    let f32b = Unet::weight_bytes(&cfg, DType::F32).unwrap();
+    let f16b = Unet::weight_bytes(&cfg, DType::F16).unwrap();
+    let label = 1000 * cfg.time_embed_dim() as u64 * 4;
+    // every parameter except the label table, 4 bytes each
+    assert_eq!(f32b, 553_838_086 * 4 - label);
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    eprintln!(
+        "imagenet256 UNet weights on the GPU: f32 {:.1} MiB, f16 torso {:.1} MiB ({:.1}%)",
+        mib(f32b),
+        mib(f16b),
+        100.0 * f16b as f64 / f32b as f64
+    );
+    assert!(f16b < f32b * 56 / 100, "{f16b} vs {f32b}");
+}
