@@ -330,6 +330,16 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     }
     v.push(key_aux("pad").half(&["PI"]));
     v.push(key_aux("pack_w").half(&["PI"]));
+    // core correlations writing f16 outputs
+    v.push(key_lo().half(&["Y"]));
+    for ot in [1, 2, 4, 8] {
+        v.push(key_lp(ot).half(&["Y"]));
+    }
+    v.push(key_tiled("conv_tiled").half(&["Y"]));
+    for e in SG_CORE.iter().map(|e| e.1) {
+        v.push(key_sg(e, 8).half(&["Y"]));
+        v.push(key_sg(e, 32).half(&["Y"]));
+    }
     v.push(key_tiled("conv_tiled"));
     v.push(key_tiled("wgrad_tiled"));
     for e in SG_CORE
@@ -939,6 +949,11 @@ fn run_core(c: &Core) -> Result<()> {
                     (key_lp(ot), wg)
                 }
             };
+            let key = if c.out.dtype() == DType::F16 {
+                key.half(&["Y"])
+            } else {
+                key
+            };
             let groups = ctx.grid(c.op, wgs)?;
             ctx.dispatch(
                 c.op,
@@ -1334,9 +1349,21 @@ pub fn conv2d_forward(
         .map(|b| crate::kernels::elementwise::cast(b, DType::F32))
         .transpose()?;
     // f16 activations: the padding step widens the input to an f32 copy (also without
-    // padding), the core accumulates in f32 into an f32 output, which a cast rounds to f16.
-    let y = Tensor::empty(ctx, &[geo.n, geo.o, geo.ho, geo.wo])?;
+    // padding) and the core accumulates in f32, rounding once to f16 on the store. When the
+    // reduction channels must be split over several passes (binding limit), the partial
+    // sums are accumulated in an f32 output instead, which a cast rounds to f16.
     let (ph, pw) = p.padding;
+    let (hq, wq) = (geo.h + 2 * ph, geo.w + 2 * pw);
+    let ydt = if xdt == DType::F16
+        && plan(op, x, geo.n, geo.g, og, cg, hq * wq, geo.ho * geo.wo)?
+            .iter()
+            .all(|c| c.r0 == 0 && c.nr == cg)
+    {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    let y = Tensor::empty_dtype(ctx, &[geo.n, geo.o, geo.ho, geo.wo], ydt)?;
     run_core(&Core {
         op,
         src: x,
@@ -1373,10 +1400,7 @@ pub fn conv2d_forward(
         bias: b32.as_ref(),
         imp,
     })?;
-    if xdt == DType::F16 {
-        return crate::kernels::elementwise::cast(&y, DType::F16);
-    }
-    Ok(y)
+    crate::kernels::elementwise::cast(&y, xdt)
 }
 
 /// Transposed correlation shared by the input gradient and `conv_transpose2d`: for a conv

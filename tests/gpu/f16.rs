@@ -358,3 +358,42 @@ fn f16_work_beyond_the_binding_limit_is_split() {
         );
     }
 }
+
+/// The f16 conv writes its f16 output directly from the core kernels (one rounding, no f32
+/// output and no output cast) on every kernel family; checked on a private profiling context.
+#[test]
+fn conv2d_f16_stores_f16_directly() {
+    let Some(_) = ctx() else { return };
+    let ctx = Context::new(&dkp::ContextOptions {
+        profile: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let _ng = autograd::no_grad(&ctx);
+    let mut rng = Rng::new(3);
+    let x = Tensor::from_f16(&ctx, &h16(&rng.vec(16 * 64, -1.0, 1.0)), &[1, 16, 8, 8]).unwrap();
+    for k in [3usize, 1] {
+        let w = Tensor::from_f16(
+            &ctx,
+            &h16(&rng.vec(16 * 16 * k * k, -0.3, 0.3)),
+            &[16, 16, k, k],
+        )
+        .unwrap();
+        let b = Tensor::from_f16(&ctx, &h16(&rng.vec(16, -0.3, 0.3)), &[16]).unwrap();
+        for imp in [ConvImpl::Software, ConvImpl::SoftwareGeneric, ConvImpl::Gpu] {
+            let p = Conv2dParams::new(1, k / 2, PadMode::Zeros);
+            let y = cv::conv2d_impl(&x, &w, Some(&b), &p, imp).unwrap();
+            assert_eq!(y.dtype(), DType::F16);
+        }
+    }
+    ctx.flush().unwrap();
+    let labels: Vec<String> = ctx
+        .with_profiler(|p| p.stats.keys().cloned().collect())
+        .unwrap();
+    let core16 = labels.iter().filter(|l| l.ends_with("f16:Y]")).count();
+    assert!(core16 >= 4, "f16-output core kernels: {labels:?}");
+    assert!(
+        !labels.iter().any(|l| l.contains("f16:CO")),
+        "no f32 -> f16 output cast expected: {labels:?}"
+    );
+}
