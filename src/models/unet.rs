@@ -8,6 +8,13 @@
 //! in PyTorch state-dict order with the real key names), so the 256² model can be checked
 //! against the checkpoint key list without allocating anything, and weights load from
 //! safetensors by those names ([`Unet::load`]).
+//!
+//! Precision (spec §6.3 `use_fp16`): where the adapter has SHADER_F16 (and
+//! `ctx.set_force_f32(true)` was not called) the torso's conv weights and biases are f16 and
+//! the torso runs on f16 activations (`x` is cast to f16 before `input_blocks` and back to f32
+//! before the `out` head); GroupNorm statistics, the attention softmax and every accumulation
+//! stay f32, as do the embeddings, the emb Linear layers and the `out` head. Otherwise, or with
+//! [`Unet::load_with`]`(.., DType::F32)`, everything is f32.
 
 use std::path::Path;
 use std::sync::Arc;

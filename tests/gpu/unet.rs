@@ -22,7 +22,9 @@ fn key_list() -> Vec<(String, Vec<usize>)> {
 }
 
 /// f16 tolerance of the mini UNet output (relative to each value, and absolute as a fraction
-/// of the output's max magnitude).
+/// of the output's max magnitude). Measured on lavapipe: max abs error 7.4e-3 = 2.6e-3 of
+/// max |out| (2.82), mean abs error 1.0e-3; the f32 path is at 7e-6. The bound (2.8e-2 abs +
+/// 1e-2 relative) leaves a ~4x margin.
 const F16_RTOL: f64 = 1e-2;
 const F16_ATOL: f64 = 1e-2;
 
@@ -60,8 +62,8 @@ fn unet_mini_forward_matches_reference() {
 }
 
 /// The f16 path (spec §6.3 `use_fp16`: torso conv weights/biases and activations in f16,
-/// GroupNorm statistics, softmax, embeddings and the `out` head in f32) against the f32
-/// reference output. Measured on lavapipe: see F16_TOL.
+/// GroupNorm statistics, softmax, embeddings and the `out` head in f32) against the
+/// reference output (an f32 computation). Measured on lavapipe: see F16_RTOL.
 #[test]
 fn unet_mini_forward_f16_matches_reference_loosely() {
     let Some(ctx) = ctx() else { return };
