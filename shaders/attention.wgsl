@@ -20,6 +20,9 @@ const WG: u32 = 64u;
 const DMAX: u32 = 128u;
 const BS: u32 = 8u;
 const TQ: u32 = 4u;
+// Element type of Q, K, V and O (f16 for half activations: the forward then reads and
+// writes f16, with scores, the online softmax and the accumulators in f32).
+alias AT = f32;
 // spec:end
 
 struct Params {
@@ -34,9 +37,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
+@group(0) @binding(1) var<storage, read> Q: array<AT>;
+@group(0) @binding(2) var<storage, read> K: array<AT>;
+@group(0) @binding(3) var<storage, read> V: array<AT>;
 
 const NEG_BIG: f32 = -3.0e38;
 
@@ -46,7 +49,7 @@ fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // ------------------------------------------------------------------------------ forward
 
-@group(0) @binding(4) var<storage, read_write> O: array<f32>;
+@group(0) @binding(4) var<storage, read_write> O: array<AT>;
 @group(0) @binding(5) var<storage, read_write> LSEO: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -70,7 +73,7 @@ fn attn_fwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     for (var r = 0u; r < TQ; r++) {
         let qb = (bh * P.t + min(t0 + r * WG, P.t - 1u)) * d;
         for (var j = 0u; j < d; j++) {
-            q[r * DMAX + j] = Q[qb + j] * P.scale;
+            q[r * DMAX + j] = f32(Q[qb + j]) * P.scale;
         }
         for (var j = 0u; j < dv; j++) {
             acc[r * DMAX + j] = 0.0;
@@ -94,7 +97,7 @@ fn attn_fwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                 qj[r] = q[r * DMAX + j];
             }
             for (var i = 0u; i < BS; i++) {
-                let kv = K[kbase + rows[i] * d + j];
+                let kv = f32(K[kbase + rows[i] * d + j]);
                 for (var r = 0u; r < TQ; r++) {
                     sc[r * BS + i] = fma(qj[r], kv, sc[r * BS + i]);
                 }
@@ -124,7 +127,7 @@ fn attn_fwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                 a[r] = acc[r * DMAX + j] * corr[r];
             }
             for (var i = 0u; i < BS; i++) {
-                let vv = V[vbase + rows[i] * dv + j];
+                let vv = f32(V[vbase + rows[i] * dv + j]);
                 for (var r = 0u; r < TQ; r++) {
                     a[r] = fma(sc[r * BS + i], vv, a[r]);
                 }
@@ -140,7 +143,7 @@ fn attn_fwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             let inv = 1.0 / l[r];
             let ob = (bh * P.t + t) * dv;
             for (var j = 0u; j < dv; j++) {
-                O[ob + j] = acc[r * DMAX + j] * inv;
+                O[ob + j] = AT(acc[r * DMAX + j] * inv);
             }
             LSEO[bh * P.t + t] = m[r] + log(l[r]);
         }
@@ -155,7 +158,7 @@ fn stage_k(base: u32, s0: u32, rows: u32, n: u32, lane: u32) {
     for (var e = lane; e < BS * n; e += WG) {
         let i = e / n;
         let j = e % n;
-        KS[i * DMAX + j] = K[base + min(s0 + i, rows - 1u) * n + j];
+        KS[i * DMAX + j] = f32(K[base + min(s0 + i, rows - 1u) * n + j]);
     }
 }
 
@@ -163,7 +166,7 @@ fn stage_v(base: u32, s0: u32, rows: u32, n: u32, lane: u32) {
     for (var e = lane; e < BS * n; e += WG) {
         let i = e / n;
         let j = e % n;
-        VS[i * DMAX + j] = V[base + min(s0 + i, rows - 1u) * n + j];
+        VS[i * DMAX + j] = f32(V[base + min(s0 + i, rows - 1u) * n + j]);
     }
 }
 
@@ -184,7 +187,7 @@ fn attn_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var acc: array<f32, DMAX>;
     let qb = (bh * P.t + t) * d;
     for (var j = 0u; j < d; j++) {
-        q[j] = Q[qb + j] * P.scale;
+        q[j] = f32(Q[qb + j]) * P.scale;
     }
     for (var j = 0u; j < dv; j++) {
         acc[j] = 0.0;
@@ -234,7 +237,7 @@ fn attn_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let inv = 1.0 / l;
     let ob = (bh * P.t + t) * dv;
     for (var j = 0u; j < dv; j++) {
-        O[ob + j] = acc[j] * inv;
+        O[ob + j] = AT(acc[j] * inv);
     }
     LSEO[bh * P.t + t] = m + log(l);
 }
@@ -298,7 +301,7 @@ fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var r = 0u; r < TQ; r++) {
         let row = bh * P.t + min(t0 + r * WG, P.t - 1u);
         for (var j = 0u; j < d; j++) {
-            q[r * DMAX + j] = Q[row * d + j] * P.scale;
+            q[r * DMAX + j] = f32(Q[row * d + j]) * P.scale;
             dq[r * DMAX + j] = 0.0;
         }
         for (var j = 0u; j < dv; j++) {
@@ -324,7 +327,7 @@ fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 qj[r] = q[r * DMAX + j];
             }
             for (var i = 0u; i < BS; i++) {
-                let kv = K[kbase + rows[i] * d + j];
+                let kv = f32(K[kbase + rows[i] * d + j]);
                 for (var r = 0u; r < TQ; r++) {
                     p[r * BS + i] = fma(qj[r], kv, p[r * BS + i]);
                 }
@@ -336,7 +339,7 @@ fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 gj[r] = go[r * DMAX + j];
             }
             for (var i = 0u; i < BS; i++) {
-                let vv = V[vbase + rows[i] * dv + j];
+                let vv = f32(V[vbase + rows[i] * dv + j]);
                 for (var r = 0u; r < TQ; r++) {
                     dp[r * BS + i] = fma(gj[r], vv, dp[r * BS + i]);
                 }
@@ -354,7 +357,7 @@ fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 a[r] = dq[r * DMAX + j];
             }
             for (var i = 0u; i < BS; i++) {
-                let kv = K[kbase + rows[i] * d + j];
+                let kv = f32(K[kbase + rows[i] * d + j]);
                 for (var r = 0u; r < TQ; r++) {
                     a[r] = fma(p[r * BS + i], kv, a[r]);
                 }
@@ -397,11 +400,11 @@ fn attn_dkdv_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     for (var r = 0u; r < TQ; r++) {
         let krow = bh * P.s + min(s0k + r * WG, P.s - 1u);
         for (var j = 0u; j < d; j++) {
-            k[r * DMAX + j] = K[krow * d + j] * P.scale;
+            k[r * DMAX + j] = f32(K[krow * d + j]) * P.scale;
             dk[r * DMAX + j] = 0.0;
         }
         for (var j = 0u; j < dv; j++) {
-            v[r * DMAX + j] = V[krow * dv + j];
+            v[r * DMAX + j] = f32(V[krow * dv + j]);
             dvv[r * DMAX + j] = 0.0;
         }
     }
@@ -426,7 +429,7 @@ fn attn_dkdv_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                 kj[r] = k[r * DMAX + j];
             }
             for (var i = 0u; i < BS; i++) {
-                let qv = Q[qbase + rows[i] * d + j];
+                let qv = f32(Q[qbase + rows[i] * d + j]);
                 for (var r = 0u; r < TQ; r++) {
                     p[r * BS + i] = fma(kj[r], qv, p[r * BS + i]);
                 }
@@ -467,7 +470,7 @@ fn attn_dkdv_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                 a[r] = dk[r * DMAX + j];
             }
             for (var i = 0u; i < BS; i++) {
-                let qv = Q[qbase + rows[i] * d + j];
+                let qv = f32(Q[qbase + rows[i] * d + j]);
                 for (var r = 0u; r < TQ; r++) {
                     a[r] = fma(p[r * BS + i], qv, a[r]);
                 }
@@ -514,7 +517,7 @@ fn attn_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var go: array<f32, DMAX>;
     var dq: array<f32, DMAX>;
     for (var j = 0u; j < d; j++) {
-        q[j] = Q[row * d + j] * P.scale;
+        q[j] = f32(Q[row * d + j]) * P.scale;
         dq[j] = 0.0;
     }
     for (var j = 0u; j < dv; j++) {
@@ -525,11 +528,11 @@ fn attn_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (var s0 = 0u; s0 < P.s; s0 += BS) {
         for (var e = lane; e < BS * d; e += WG) {
             let i = e / d;
-            AS[i * DMAX + e % d] = K[kbase + min(s0 + i, P.s - 1u) * d + e % d];
+            AS[i * DMAX + e % d] = f32(K[kbase + min(s0 + i, P.s - 1u) * d + e % d]);
         }
         for (var e = lane; e < BS * dv; e += WG) {
             let i = e / dv;
-            BSM[i * DMAX + e % dv] = V[vbase + min(s0 + i, P.s - 1u) * dv + e % dv];
+            BSM[i * DMAX + e % dv] = f32(V[vbase + min(s0 + i, P.s - 1u) * dv + e % dv]);
         }
         workgroupBarrier();
         var p: array<f32, BS>;
@@ -590,17 +593,17 @@ fn attn_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     var dk: array<f32, DMAX>;
     var dvv: array<f32, DMAX>;
     for (var j = 0u; j < d; j++) {
-        k[j] = K[krow * d + j] * P.scale;
+        k[j] = f32(K[krow * d + j]) * P.scale;
         dk[j] = 0.0;
     }
     for (var j = 0u; j < dv; j++) {
-        v[j] = V[krow * dv + j];
+        v[j] = f32(V[krow * dv + j]);
         dvv[j] = 0.0;
     }
     for (var t0 = 0u; t0 < P.t; t0 += BS) {
         for (var e = lane; e < BS * d; e += WG) {
             let i = e / d;
-            AS[i * DMAX + e % d] = Q[qbase + min(t0 + i, P.t - 1u) * d + e % d];
+            AS[i * DMAX + e % d] = f32(Q[qbase + min(t0 + i, P.t - 1u) * d + e % d]);
         }
         for (var e = lane; e < BS * dv; e += WG) {
             let i = e / dv;

@@ -21,6 +21,11 @@ const PX: u32 = 16u;
 const OT: u32 = 4u;
 const CT: u32 = 2u;
 const TT: u32 = 9u;
+// Element type of the source read by `pad` (an activation) and `pack_w` (a weight); rendered
+// as f16 for half-precision tensors (widened to f32 on load: everything downstream is f32).
+alias PI = f32;
+// Element type of the core output `cy` (f16 for half activations; accumulation in f32).
+alias Y = f32;
 // spec:end
 
 struct Params {
@@ -45,7 +50,7 @@ fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @group(0) @binding(1) var<storage, read> cx: array<f32>;
 @group(0) @binding(2) var<storage, read> cw: array<f32>;
 @group(0) @binding(3) var<storage, read> cb: array<f32>;
-@group(0) @binding(4) var<storage, read_write> cy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cy: array<Y>;
 
 fn store_out(n: u32, g: u32, l: u32, oy: u32, ox: u32, v: f32) {
     let py = i32(oy * P.so) + P.oyoff;
@@ -59,9 +64,9 @@ fn store_out(n: u32, g: u32, l: u32, oy: u32, ox: u32, v: f32) {
         r += cb[g * P.lt + l];
     }
     if ((P.flags & 2u) != 0u) {
-        r += cy[idx];
+        r += f32(cy[idx]);
     }
-    cy[idx] = r;
+    cy[idx] = Y(r);
 }
 
 @compute @workgroup_size(WG)
@@ -336,6 +341,8 @@ fn src_coord(i: i32, n: i32, mode: u32) -> i32 {
 
 @group(0) @binding(1) var<storage, read> pa_in: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pa_out: array<f32>;
+// the source of `pad` and `pack_w` (f32 or f16)
+@group(0) @binding(1) var<storage, read> pi_in: array<PI>;
 
 // dst[plane, py, px] = src[plane, map(py - top), map(px - left)] over hq x wq.
 // Grid: x = bands of RB rows, y = plane; lanes loop over columns (few, large workgroups:
@@ -355,7 +362,7 @@ fn pad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
             let sx = src_coord(i32(px) - i32(A.left), i32(A.w), A.mode);
             var v = 0.0;
             if (sy >= 0 && sx >= 0) {
-                v = pa_in[src + u32(sy) * A.w + u32(sx)];
+                v = f32(pi_in[src + u32(sy) * A.w + u32(sx)]);
             }
             pa_out[dst + py * A.wq + px] = v;
         }
@@ -441,7 +448,7 @@ fn pack_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let kx = A.rx + A.s * (A.txx - 1u - tx);
         src = ((g * A.rr + r) * A.ll + l) * A.kh * A.kw + ky * A.kw + kx;
     }
-    pa_out[A.out_off + e] = pa_in[A.in_off + src];
+    pa_out[A.out_off + e] = f32(pi_in[A.in_off + src]);
 }
 
 // out[i] (+)= sum_k in[k*stride + i], i < n (reduction of weight-gradient partials and of

@@ -8,6 +8,8 @@
 
 // spec:begin
 const WG: u32 = 32u;
+// Element type of the core output (f16 for half activations; accumulation in f32).
+alias Y = f32;
 // spec:end
 
 struct Params {
@@ -30,7 +32,7 @@ fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @group(0) @binding(1) var<storage, read> cx: array<f32>;
 @group(0) @binding(2) var<storage, read> cw: array<f32>;
 @group(0) @binding(3) var<storage, read> cb: array<f32>;
-@group(0) @binding(4) var<storage, read_write> cy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cy: array<Y>;
 
 fn store_out(n: u32, g: u32, l: u32, oy: u32, ox: u32, v: f32) {
     let py = i32(oy * P.so) + P.oyoff;
@@ -44,9 +46,9 @@ fn store_out(n: u32, g: u32, l: u32, oy: u32, ox: u32, v: f32) {
         r += cb[g * P.lt + l];
     }
     if ((P.flags & 2u) != 0u) {
-        r += cy[idx];
+        r += f32(cy[idx]);
     }
-    cy[idx] = r;
+    cy[idx] = Y(r);
 }
 
 @group(0) @binding(1) var<storage, read> gx_in: array<f32>;

@@ -12,6 +12,8 @@
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
+// Element type of the `conv_tiled` output (f16 for half activations; accumulation in f32).
+alias Y = f32;
 // spec:end
 
 const TPB: u32 = 256u;
@@ -41,7 +43,7 @@ fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @group(0) @binding(1) var<storage, read> tx_in: array<f32>;
 @group(0) @binding(2) var<storage, read> tw_in: array<f32>;
 @group(0) @binding(3) var<storage, read> tb_in: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ty_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ty_out: array<Y>;
 
 @compute @workgroup_size(256)
 fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -144,9 +146,9 @@ fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
                 r += tb_in[g * P.lt + l];
             }
             if ((P.flags & 2u) != 0u) {
-                r += ty_out[idx];
+                r += f32(ty_out[idx]);
             }
-            ty_out[idx] = r;
+            ty_out[idx] = Y(r);
         }
     }
 }

@@ -5,6 +5,11 @@
 // spec:begin
 const WG: u32 = 256u;
 const OP: u32 = 0u;
+// Element types of `binary` operands/result (A) and of `cast`'s input (CI) / output (CO);
+// KernelKey renders the selected ones as f16. Arithmetic is always f32.
+alias A = f32;
+alias CI = f32;
+alias CO = f32;
 // spec:end
 
 struct Params {
@@ -120,9 +125,9 @@ fn unary_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 // ---- binary with broadcasting ----
 // OP: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min
-@group(0) @binding(1) var<storage, read> xa: array<f32>;
-@group(0) @binding(2) var<storage, read> xb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> xo: array<f32>;
+@group(0) @binding(1) var<storage, read> xa: array<A>;
+@group(0) @binding(2) var<storage, read> xb: array<A>;
+@group(0) @binding(3) var<storage, read_write> xo: array<A>;
 
 @compute @workgroup_size(WG)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -138,8 +143,8 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let i0 = r1 / s.y;
     let ia = i0 * P.sa.x + i1 * P.sa.y + i2 * P.sa.z + i3 * P.sa.w;
     let ib = i0 * P.sb.x + i1 * P.sb.y + i2 * P.sb.z + i3 * P.sb.w;
-    let a = xa[ia];
-    let b = xb[ib];
+    let a = f32(xa[ia]);
+    let b = f32(xb[ib]);
     var r: f32;
     switch OP {
         case 0u: { r = a + b; }
@@ -149,7 +154,19 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         case 4u: { r = max(a, b); }
         default: { r = min(a, b); }
     }
-    xo[i] = r;
+    xo[i] = A(r);
+}
+
+// ---- cast between f32 and f16 (round to nearest even; beyond the f16 range -> +-inf) ----
+@group(0) @binding(1) var<storage, read> ci: array<CI>;
+@group(0) @binding(2) var<storage, read_write> co: array<CO>;
+
+@compute @workgroup_size(WG)
+fn convert(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear(wid, nwg, lid);
+    if (i >= P.n) { return; }
+    co[i] = CO(ci[i]);
 }
 
 // ---- fill ----

@@ -23,6 +23,8 @@ const WG: u32 = 64u;
 const TM: u32 = 8u;
 const TN: u32 = 2u;
 const BK: u32 = 16u;
+// Element type of `transpose` (f16 transposes half-precision tensors).
+alias TE = f32;
 // spec:end
 
 struct Params {
@@ -383,8 +385,8 @@ struct TParams {
 }
 
 @group(0) @binding(0) var<uniform> TP: TParams;
-@group(0) @binding(1) var<storage, read> TX: array<f32>;
-@group(0) @binding(2) var<storage, read_write> TY: array<f32>;
+@group(0) @binding(1) var<storage, read> TX: array<TE>;
+@group(0) @binding(2) var<storage, read_write> TY: array<TE>;
 
 // y[b, c, r] = x[b, r, c]; one invocation per output element (consecutive lanes write
 // consecutive outputs).

@@ -22,6 +22,9 @@
 const WG: u32 = 256u;
 const ACT: u32 = 0u;
 const EPT: u32 = 8u;
+// Element type of the normalized input / output of the forward passes (f16 for half
+// activations; statistics and arithmetic stay f32).
+alias X = f32;
 // spec:end
 
 // ACT codes: 0 identity, 1 leaky_relu(slope), 2 silu.
@@ -81,7 +84,7 @@ fn stat_set(q: u32) -> u32 {
 }
 
 // ---- pass 1 of the statistics: per-lane (count, mean, M2) ----
-@group(0) @binding(1) var<storage, read> px: array<f32>;
+@group(0) @binding(1) var<storage, read> px: array<X>;
 @group(0) @binding(2) var<storage, read_write> ppart: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -93,7 +96,7 @@ fn partial_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let p = t - ql * P.P;
     let start = P.off + ql * P.L + p;
     let end = P.off + (ql + 1u) * P.L;
-    let shift = px[start];
+    let shift = f32(px[start]);
     var s1a = 0.0;
     var s2a = 0.0;
     var s1b = 0.0;
@@ -103,8 +106,8 @@ fn partial_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     // two independent accumulator pairs for instruction-level parallelism
     loop {
         if (idx + P.P >= end) { break; }
-        let da = px[idx] - shift;
-        let db = px[idx + P.P] - shift;
+        let da = f32(px[idx]) - shift;
+        let db = f32(px[idx + P.P]) - shift;
         s1a += da;
         s2a += da * da;
         s1b += db;
@@ -112,7 +115,7 @@ fn partial_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         idx += step2;
     }
     if (idx < end) {
-        let da = px[idx] - shift;
+        let da = f32(px[idx]) - shift;
         s1a += da;
         s2a += da * da;
     }
@@ -165,11 +168,11 @@ fn final_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // ---- forward apply: y = act(x * scale + shift), scale = rstd * gamma,
 // shift = beta - mean * scale (the backward passes recompute z the same way) ----
-@group(0) @binding(1) var<storage, read> ax: array<f32>;
+@group(0) @binding(1) var<storage, read> ax: array<X>;
 @group(0) @binding(2) var<storage, read> astats: array<f32>;
 @group(0) @binding(3) var<storage, read> agamma: array<f32>;
 @group(0) @binding(4) var<storage, read> abeta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ay: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ay: array<X>;
 
 // Apply passes: a workgroup covers WG * EPT consecutive elements of one plane, so everything
 // per plane (channel, set, statistics, affine) is uniform across the workgroup.
@@ -199,7 +202,7 @@ fn apply_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     for (var k = 0u; k < EPT; k++) {
         let j = t.start + k * WG + lid;
         if (j < P.L) {
-            ay[base + j] = act(ax[base + j] * scale + shift);
+            ay[base + j] = X(act(f32(ax[base + j]) * scale + shift));
         }
     }
 }

@@ -9,6 +9,8 @@
 // spec:begin
 const WG: u32 = 256u;
 const EPT: u32 = 8u;
+// Element type of nearest_fwd / avgpool_fwd (f16 for half activations; math in f32).
+alias R = f32;
 // spec:end
 
 struct Params {
@@ -33,6 +35,9 @@ struct Params {
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// nearest_fwd / avgpool_fwd (f32 or f16)
+@group(0) @binding(1) var<storage, read> rsrc: array<R>;
+@group(0) @binding(2) var<storage, read_write> rdst: array<R>;
 
 // Each invocation handles EPT elements of the written tensor, WG apart, so a workgroup covers
 // WG * EPT consecutive elements and neighbouring invocations touch neighbouring elements. The
@@ -312,7 +317,7 @@ fn bicubic_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // ---- nearest (integer factor f) ----
 fn nearest_fwd_at(i: u32, c: Pos) {
-    dst[P.offb + i] = src[P.offa + c.q * P.h * P.w + (c.y / P.f) * P.w + c.x / P.f];
+    rdst[P.offb + i] = rsrc[P.offa + c.q * P.h * P.w + (c.y / P.f) * P.w + c.x / P.f];
 }
 
 @compute @workgroup_size(WG)
@@ -357,7 +362,8 @@ fn nearest_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // ---- 2x2 pooling, stride 2, floor ----
 fn avgpool_fwd_at(i: u32, c: Pos) {
     let b = P.offa + c.q * P.h * P.w + 2u * c.y * P.w + 2u * c.x;
-    dst[P.offb + i] = 0.25 * ((src[b] + src[b + 1u]) + (src[b + P.w] + src[b + P.w + 1u]));
+    let s = (f32(rsrc[b]) + f32(rsrc[b + 1u])) + (f32(rsrc[b + P.w]) + f32(rsrc[b + P.w + 1u]));
+    rdst[P.offb + i] = R(0.25 * s);
 }
 
 @compute @workgroup_size(WG)

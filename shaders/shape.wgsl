@@ -9,6 +9,8 @@
 // spec:begin
 const WG: u32 = 256u;
 const EPT: u32 = 8u;
+// Element type of the strided copy (f16 copies half-precision tensors).
+alias C = f32;
 // spec:end
 
 struct Params {
@@ -76,8 +78,8 @@ fn step3(p: Pos, hh: u32, ww: u32) -> Pos {
 }
 
 // ---- strided copy: dst[offb + sum i_k*t_k] = src[offa + sum i_k*s_k] ----
-@group(0) @binding(1) var<storage, read> cs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> cd: array<f32>;
+@group(0) @binding(1) var<storage, read> cs: array<C>;
+@group(0) @binding(2) var<storage, read_write> cd: array<C>;
 
 @compute @workgroup_size(WG)
 fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -4,9 +4,9 @@
 pub use crate::kernels::attention::attention;
 pub use crate::kernels::conv::{Conv2dParams, PadMode, conv_transpose2d, conv2d, conv2d_with};
 pub use crate::kernels::elementwise::{
-    BinaryOp, UnaryOp, abs, add, add_scalar, affine, binary, clamp, div, exp, fill, leaky_relu,
-    log, maximum, minimum, mul, mul_scalar, neg, pow, recip, relu, relu6, sigmoid, silu, softplus,
-    sqrt, square, sub, sum_to, tanh, unary,
+    BinaryOp, UnaryOp, abs, add, add_scalar, affine, binary, cast, clamp, div, exp, fill,
+    leaky_relu, log, maximum, minimum, mul, mul_scalar, neg, pow, recip, relu, relu6, sigmoid,
+    silu, softplus, sqrt, square, sub, sum_to, tanh, unary,
 };
 pub use crate::kernels::fft::{
     complex_abs, complex_conj, complex_div_real, complex_from_real, complex_mul, fft2, imag_part,

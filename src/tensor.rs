@@ -280,6 +280,37 @@ impl Tensor {
         Ok(self.to_vec()?[0])
     }
 
+    /// The dtype shared by `ts` (an op's activation operands), which must be one of
+    /// `allowed`; otherwise `Error::Shape` naming the op and every operand's dtype. F16
+    /// operands are inference-only: asking for a gradient through them is an error.
+    pub(crate) fn common_dtype(
+        op: &'static str,
+        ts: &[&Tensor],
+        allowed: &[DType],
+    ) -> Result<DType> {
+        let d = ts.first().map(|t| t.dtype()).unwrap_or(DType::F32);
+        if ts.iter().any(|t| t.dtype() != d) || !allowed.contains(&d) {
+            let list: Vec<String> = ts.iter().map(|t| format!("{:?}", t.dtype())).collect();
+            return Err(Error::Shape {
+                op,
+                msg: format!(
+                    "operand dtypes [{}] are mixed or unsupported (this op takes one of {:?} for all of them)",
+                    list.join(", "),
+                    allowed
+                ),
+            });
+        }
+        if d == DType::F16 && crate::autograd::needs_grad(ts) {
+            return Err(Error::Unsupported {
+                op,
+                msg: "f16 tensors are inference-only: no gradient can be recorded through them \
+                      (run under no_grad, or use f32)"
+                    .into(),
+            });
+        }
+        Ok(d)
+    }
+
     pub(crate) fn expect_f32(&self, op: &'static str) -> Result<()> {
         if self.dtype() != DType::F32 {
             return Err(Error::Unsupported {

@@ -222,14 +222,19 @@ fn diff_runs_with_mini_unet() {
     let tmp = tempfile::tempdir().unwrap();
     let img = write_image(tmp.path(), "obs.png", 40, 36);
     let out = tmp.path().join("out");
-    for (mode, mcmc) in [
-        ("faithful", "1"),
-        ("faithful-torch17", "1"),
-        ("corrected", "3"),
+    // The test adapter (lavapipe) has SHADER_F16: f16 by default, --f32 forces f32.
+    for (mode, mcmc, f32_flag) in [
+        ("faithful", "1", true),
+        ("faithful-torch17", "1", false),
+        ("corrected", "3", false),
     ] {
-        let (ok, stdout, err) = run(dkp()
+        let mut cmd = dkp();
+        cmd.arg("diff");
+        if f32_flag {
+            cmd.arg("--f32");
+        }
+        let (ok, stdout, err) = run(cmd
             .args([
-                "diff",
                 img.to_str().unwrap(),
                 "--crop",
                 "--class",
@@ -253,6 +258,12 @@ fn diff_runs_with_mini_unet() {
             _ => "Corrected",
         };
         assert_eq!(rep["mode"].as_str(), Some(want_mode), "{rep}");
+        let want = if f32_flag { "f32" } else { "f16" };
+        assert!(
+            stdout.contains(&format!("UNet precision: {want}")),
+            "{stdout}"
+        );
+        assert_eq!(rep["precision"], want, "{rep}");
     }
     for f in [
         "obs_diffdkp.png",

@@ -106,6 +106,10 @@ pub struct DiffArgs {
     /// to size/3 and back. The result is then scored against INPUT and that kernel.
     #[arg(long = "from-hr")]
     pub from_hr: bool,
+    /// Run the UNet in f32 throughout. By default its torso (conv weights and activations) runs
+    /// in f16 where the adapter has SHADER_F16, as the released model (`use_fp16`).
+    #[arg(long = "f32")]
+    pub f32: bool,
 }
 
 /// The released Diff-DKP observation (§6.1 step 3) from an HR tensor `[1,3,S,S]` in [0,1].
@@ -224,11 +228,28 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
 
     let ctx: Arc<Context> = Context::new(opts)?;
+    if args.f32 {
+        ctx.set_force_f32(true);
+    }
     let unet = Unet::load(&ctx, ucfg.clone(), &wf)?;
     let classifier = match &clf_file {
         Some((cwf, ccfg)) => Some(Classifier::load(&ctx, ccfg.clone(), cwf)?),
         None => None,
     };
+    let precision = match unet.precision() {
+        dkp::DType::F16 => "f16",
+        dkp::DType::F32 => "f32",
+    };
+    println!(
+        "UNet precision: {precision} ({})",
+        if precision == "f16" {
+            "torso conv weights and activations in f16; norms, softmax, embeddings and the out head in f32; --f32 to disable"
+        } else if args.f32 {
+            "forced by --f32"
+        } else {
+            "the adapter has no SHADER_F16"
+        }
+    );
     let data: Vec<f32> = img.data.iter().map(|&v| v as f32).collect();
     let mut y = Tensor::from_slice(&ctx, &data, &[1, 3, img.height, img.width])?;
     if upsample {
@@ -342,6 +363,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         "seed": args.seed,
         "classifier_guidance": classifier.is_some(),
         "classifier_scale": if classifier.is_some() { args.classifier_scale } else { 0.0 },
+        "precision": precision,
         "adapter": &ctx.summary,
         "seconds": seconds,
         "seconds_per_step": seconds / n.max(1) as f64,

@@ -52,6 +52,8 @@ pub struct KernelKey {
     pub consts: Vec<(&'static str, Const)>,
     /// Render `alias` lines of the spec block with f16 instead of f32 and enable the extension.
     pub f16: bool,
+    /// With `f16`: rewrite only the aliases named here (empty = every alias of the spec block).
+    pub f16_aliases: Vec<&'static str>,
 }
 
 impl KernelKey {
@@ -61,7 +63,17 @@ impl KernelKey {
             entry,
             consts: Vec::new(),
             f16: false,
+            f16_aliases: Vec::new(),
         }
+    }
+    /// Enable f16 and render the named `alias X = f32;` lines of the spec block as f16 (the
+    /// other aliases stay f32). An empty list is a no-op (the f32 key is returned unchanged).
+    pub fn half(mut self, aliases: &[&'static str]) -> Self {
+        if !aliases.is_empty() {
+            self.f16 = true;
+            self.f16_aliases = aliases.to_vec();
+        }
+        self
     }
     pub fn with(mut self, name: &'static str, v: Const) -> Self {
         self.consts.push((name, v));
@@ -92,6 +104,9 @@ impl KernelKey {
                     s.push(',');
                 }
                 s.push_str("f16");
+                if !self.f16_aliases.is_empty() {
+                    let _ = write!(s, ":{}", self.f16_aliases.join("+"));
+                }
             }
             s.push(']');
         }
@@ -139,8 +154,12 @@ fn render_spec(body: &str, key: &KernelKey) -> std::result::Result<String, Strin
                     continue;
                 }
             } else if key.f16 && t.starts_with("alias ") {
-                let _ = writeln!(out, "{}", t.replace("f32", "f16"));
-                continue;
+                // alias NAME = f32;
+                let name = t["alias ".len()..].split('=').next().unwrap_or("").trim();
+                if key.f16_aliases.is_empty() || key.f16_aliases.contains(&name) {
+                    let _ = writeln!(out, "{}", t.replace("f32", "f16"));
+                    continue;
+                }
             }
             out.push_str(line);
             out.push('\n');
@@ -237,6 +256,12 @@ mod tests {
         let s = render_spec(body, &k16).unwrap();
         assert!(s.starts_with("enable f16;"));
         assert!(s.contains("alias T = f16;"));
+        let body2 = "// spec:begin\nalias A = f32;\nalias W = f32;\n// spec:end\n";
+        let s = render_spec(body2, &KernelKey::new("x", "main").half(&["W"])).unwrap();
+        assert!(s.starts_with("enable f16;"));
+        assert!(s.contains("alias A = f32;") && s.contains("alias W = f16;"));
+        let s = render_spec(body2, &KernelKey::new("x", "main").half(&[])).unwrap();
+        assert!(!s.contains("f16"));
         let bad = KernelKey::new("x", "main").u32("NOPE", 1);
         assert!(render_spec(body, &bad).is_err());
     }

@@ -8,7 +8,7 @@ use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Tuning};
 use crate::kernels::matmul::tuning;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "attention";
 const WG: u32 = 64;
@@ -68,6 +68,7 @@ pub fn shipped_keys() -> Vec<KernelKey> {
         for pass in ["fwd", "dq", "dkdv"] {
             v.push(key(entry(pass, t)));
         }
+        v.push(key(entry("fwd", t)).half(&["AT"]));
     }
     v
 }
@@ -75,9 +76,7 @@ pub fn shipped_keys() -> Vec<KernelKey> {
 /// (B, H, T, S, d, dv) after shape checks.
 fn dims(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize, usize, usize, usize)> {
     let op = "attention";
-    for t in [q, k, v] {
-        t.expect_f32(op)?;
-    }
+    Tensor::common_dtype(op, &[q, k, v], &[DType::F32, DType::F16])?;
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     let bad = |msg: &str| Error::Shape {
         op,
@@ -131,28 +130,43 @@ pub fn attention_fwd_raw(
     v: &Tensor,
     scale: f32,
 ) -> Result<(Tensor, Tensor)> {
+    attention_fwd_tuned(q, k, v, scale, tuning(q.ctx()))
+}
+
+/// `attention_fwd_raw` with the kernel variant forced (tests run both on any adapter). Q, K
+/// and V share one dtype (f32, or f16 for inference: output f16, softmax and accumulation
+/// in f32); the log-sum-exp is f32.
+pub fn attention_fwd_tuned(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+    tu: Tuning,
+) -> Result<(Tensor, Tensor)> {
     let (b, h, t, s, d, dv) = dims(q, k, v)?;
     let ctx = q.ctx();
-    let o = Tensor::empty(ctx, &[b, h, t, dv])?;
+    let dt = q.dtype();
+    let o = Tensor::empty_dtype(ctx, &[b, h, t, dv], dt)?;
     let lse = Tensor::empty(ctx, &[b, h, t])?;
     let bh = b * h;
     if bh * t == 0 {
         return Ok((o, lse));
     }
     let mut p = params(bh, t, s, d, dv, t, scale);
-    if tuning(ctx) == Tuning::Software {
+    if tu == Tuning::Software {
         p.nblk = t.div_ceil((WG * TQ) as usize) as u32;
     }
+    let half: &[&'static str] = if dt == DType::F16 { &["AT"] } else { &[] };
     let groups = ctx.grid("attention", (bh * p.nblk as usize) as u64)?;
     let flops = 2.0 * (bh * t * s * (d + dv)) as f64;
     ctx.dispatch(
         "attention",
-        &key(entry("fwd", tuning(ctx))),
+        &key(entry("fwd", tu)).half(half),
         bytemuck::bytes_of(&p),
         &[q.range(), k.range(), v.range(), o.range(), lse.range()],
         groups,
         flops,
-        4.0 * (q.numel() + k.numel() + v.numel() + o.numel()) as f64,
+        dt.size() as f64 * (q.numel() + k.numel() + v.numel() + o.numel()) as f64,
     )?;
     Ok((o, lse))
 }

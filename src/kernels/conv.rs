@@ -35,7 +35,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, KernelKey, Tuning};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "conv2d";
 const TILED: &str = "conv2d_tiled";
@@ -220,6 +220,14 @@ fn key_wlo(ct: u32, tt: u32) -> KernelKey {
 fn key_aux(entry: &'static str) -> KernelKey {
     KernelKey::new(FAMILY, entry)
 }
+/// `pad` / `pack_w` reading an f16 source (widened to f32 on load).
+fn key_aux_src(entry: &'static str, src: &Tensor) -> KernelKey {
+    if src.dtype() == DType::F16 && (entry == "pad" || entry == "pack_w") {
+        key_aux(entry).half(&["PI"])
+    } else {
+        key_aux(entry)
+    }
+}
 
 /// (CT, TT) register tile of `wgrad_lo` for a kernel with `ntap` taps.
 fn wlo_tile(ntap: usize) -> (u32, u32) {
@@ -320,6 +328,18 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     for e in ["wgrad_gen", "pad", "fold", "pack_w", "reduce"] {
         v.push(key_aux(e));
     }
+    v.push(key_aux("pad").half(&["PI"]));
+    v.push(key_aux("pack_w").half(&["PI"]));
+    // core correlations writing f16 outputs
+    v.push(key_lo().half(&["Y"]));
+    for ot in [1, 2, 4, 8] {
+        v.push(key_lp(ot).half(&["Y"]));
+    }
+    v.push(key_tiled("conv_tiled").half(&["Y"]));
+    for e in SG_CORE.iter().map(|e| e.1) {
+        v.push(key_sg(e, 8).half(&["Y"]));
+        v.push(key_sg(e, 32).half(&["Y"]));
+    }
     v.push(key_tiled("conv_tiled"));
     v.push(key_tiled("wgrad_tiled"));
     for e in SG_CORE
@@ -344,11 +364,12 @@ fn limit_elems(t: &Tensor) -> usize {
 /// Bind `count` elements of `t` from element `start`: the range starts at an aligned offset
 /// at or below, and the returned element offset locates `start` inside it.
 fn bind(t: &Tensor, start: usize, count: usize) -> (BufRange, u32) {
+    let es = t.dtype().size();
     let align = (t.ctx().limits.min_storage_buffer_offset_alignment as u64).max(4);
-    let byte = start as u64 * 4;
+    let byte = start as u64 * es;
     let off = byte / align * align;
-    let extra = (byte - off) / 4;
-    let size = (extra + count.max(1) as u64) * 4;
+    let extra = (byte - off) / es;
+    let size = ((extra + count.max(1) as u64) * es).div_ceil(4) * 4;
     (
         BufRange {
             buffer: t.buffer().clone(),
@@ -388,7 +409,7 @@ fn dispatch_aux(
     let groups = ctx.grid(op, (n as u64).div_ceil(64))?;
     ctx.dispatch(
         op,
-        &key_aux(entry),
+        &key_aux_src(entry, t),
         bytemuck::bytes_of(p),
         bindings,
         groups,
@@ -428,7 +449,7 @@ fn dispatch_planes(
         let frac = np as f64 / planes as f64;
         ctx.dispatch(
             op,
-            &key_aux(entry),
+            &key_aux_src(entry, t),
             bytemuck::bytes_of(&q),
             bindings,
             [rows.div_ceil(AUX_RB) as u32, np as u32, 1],
@@ -763,7 +784,7 @@ fn input_chunk(
         return Ok(());
     }
     let plane = h * w;
-    *cur = Some(if pad.is_identity(h, w) {
+    *cur = Some(if pad.is_identity(h, w) && src.dtype() == DType::F32 {
         let count = (ch.nb - 1) * csrc * plane + nch * plane;
         let (range, off) = bind(src, (ch.n0 * csrc + cfirst) * plane, count);
         InputChunk {
@@ -927,6 +948,11 @@ fn run_core(c: &Core) -> Result<()> {
                         * (ch.nl as u64).div_ceil(ot as u64);
                     (key_lp(ot), wg)
                 }
+            };
+            let key = if c.out.dtype() == DType::F16 {
+                key.half(&["Y"])
+            } else {
+                key
             };
             let groups = ctx.grid(c.op, wgs)?;
             ctx.dispatch(
@@ -1306,16 +1332,38 @@ pub fn conv2d_forward(
     imp: ConvImpl,
 ) -> Result<Tensor> {
     let op = "conv2d";
-    x.expect_f32(op)?;
-    w.expect_f32(op)?;
+    let both = [DType::F32, DType::F16];
+    let xdt = Tensor::common_dtype(op, &[x], &both)?;
+    match b {
+        Some(b) => Tensor::common_dtype(op, &[w, b], &both)?,
+        None => Tensor::common_dtype(op, &[w], &both)?,
+    };
     let geo = check_conv(op, x.shape(), w.shape(), b.map(|b| b.shape()), p)?;
     let imp = imp.resolve(x);
     let ctx = x.ctx();
     let (og, cg) = (geo.o / geo.g, geo.c / geo.g);
+    // Packing widens f16 weights to f32; an f16 bias is widened by a cast (O elements).
     let wp = Tensor::empty(ctx, &[w.numel()])?;
     pack_weights(op, w, &wp, 0, geo.g, cg, og, geo.kh, geo.kw, None)?;
-    let y = Tensor::empty(ctx, &[geo.n, geo.o, geo.ho, geo.wo])?;
+    let b32 = b
+        .map(|b| crate::kernels::elementwise::cast(b, DType::F32))
+        .transpose()?;
+    // f16 activations: the padding step widens the input to an f32 copy (also without
+    // padding) and the core accumulates in f32, rounding once to f16 on the store. When the
+    // reduction channels must be split over several passes (binding limit), the partial
+    // sums are accumulated in an f32 output instead, which a cast rounds to f16.
     let (ph, pw) = p.padding;
+    let (hq, wq) = (geo.h + 2 * ph, geo.w + 2 * pw);
+    let ydt = if xdt == DType::F16
+        && plan(op, x, geo.n, geo.g, og, cg, hq * wq, geo.ho * geo.wo)?
+            .iter()
+            .all(|c| c.r0 == 0 && c.nr == cg)
+    {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    let y = Tensor::empty_dtype(ctx, &[geo.n, geo.o, geo.ho, geo.wo], ydt)?;
     run_core(&Core {
         op,
         src: x,
@@ -1349,10 +1397,10 @@ pub fn conv2d_forward(
         out: &y,
         hs: geo.ho,
         ws: geo.wo,
-        bias: b,
+        bias: b32.as_ref(),
         imp,
     })?;
-    Ok(y)
+    crate::kernels::elementwise::cast(&y, xdt)
 }
 
 /// Transposed correlation shared by the input gradient and `conv_transpose2d`: for a conv

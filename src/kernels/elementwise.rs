@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "elementwise";
 const WG: u32 = 256;
@@ -130,18 +130,70 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     }
     for op in 0..6 {
         v.push(key("binary", op));
+        v.push(key("binary", op).half(&["A"]));
     }
+    v.push(key("convert", 0).half(&["CI"]));
+    v.push(key("convert", 0).half(&["CO"]));
     v.push(key("fill", 0));
     v.push(key("sum_to", 0));
     v
 }
 
-/// Largest element count per dispatch so that every binding fits the adapter's binding limit;
-/// a multiple of 64 elements keeps sub-range offsets 256-byte aligned.
+/// Largest element count per dispatch so that every binding (of f32 or f16 elements) fits the
+/// adapter's binding limit; a multiple of 128 elements keeps sub-range offsets 256-byte
+/// aligned for both element sizes.
 fn chunk_elems(t: &Tensor) -> usize {
     let max = t.ctx().max_binding() / 4;
-    let align = (t.ctx().limits.min_storage_buffer_offset_alignment as u64 / 4).max(1);
+    let align = (t.ctx().limits.min_storage_buffer_offset_alignment as u64 / 2).max(1);
     ((max / align) * align).max(align) as usize
+}
+
+/// Aliases rendered as f16 for a kernel whose `names` are of dtype `d`.
+fn half_if(d: DType, names: &'static [&'static str]) -> &'static [&'static str] {
+    if d == DType::F16 { names } else { &[] }
+}
+
+/// `x` converted to `dtype` (f32 -> f16 rounds to nearest even, overflowing to ±inf; f16 ->
+/// f32 is exact). A tensor already of that dtype is returned as is. Not differentiable.
+pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    let op = "cast";
+    if x.dtype() == dtype {
+        return Ok(x.clone());
+    }
+    if crate::autograd::needs_grad(&[x]) {
+        return Err(Error::Unsupported {
+            op,
+            msg: format!(
+                "{:?} -> {:?}: casts are inference-only (no gradient is recorded); run under no_grad",
+                x.dtype(),
+                dtype
+            ),
+        });
+    }
+    let ctx = x.ctx();
+    let y = Tensor::empty_dtype(ctx, x.shape(), dtype)?;
+    let k = if dtype == DType::F16 {
+        key("convert", 0).half(&["CO"])
+    } else {
+        key("convert", 0).half(&["CI"])
+    };
+    for (s, c) in chunks(x.numel(), chunk_elems(x)) {
+        let p = Params {
+            n: c as u32,
+            ..Default::default()
+        };
+        let groups = ctx.grid(op, (c as u64).div_ceil(WG as u64))?;
+        ctx.dispatch(
+            op,
+            &k,
+            bytemuck::bytes_of(&p),
+            &[x.sub_range(s, c), y.sub_range(s, c)],
+            groups,
+            0.0,
+            6.0 * c as f64,
+        )?;
+    }
+    Ok(y)
 }
 
 fn chunks(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -361,13 +413,13 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
 }
 
 fn run_binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    a.expect_f32(op.name())?;
-    b.expect_f32(op.name())?;
+    let dt = Tensor::common_dtype(op.name(), &[a, b], &[DType::F32, DType::F16])?;
+    let es = dt.size() as f64;
     let ctx = a.ctx();
     let out_shape = broadcast_shape(op.name(), a.shape(), b.shape())?;
-    let out = Tensor::empty(ctx, &out_shape)?;
+    let out = Tensor::empty_dtype(ctx, &out_shape, dt)?;
     let n = out.numel();
-    let k = key("binary", op as u32);
+    let k = key("binary", op as u32).half(half_if(dt, &["A"]));
     let same = a.shape() == b.shape();
     if same {
         // Same shape: split freely on aligned chunks.
@@ -387,7 +439,7 @@ fn run_binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 &[a.sub_range(s, c), b.sub_range(s, c), out.sub_range(s, c)],
                 groups,
                 c as f64,
-                12.0 * c as f64,
+                3.0 * es * c as f64,
             )?;
         }
         return Ok(out);
@@ -414,7 +466,7 @@ fn run_binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         &[a.range(), b.range(), out.range()],
         groups,
         n as f64,
-        12.0 * n as f64,
+        3.0 * es * n as f64,
     )?;
     Ok(out)
 }

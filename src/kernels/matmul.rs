@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, Context, KernelKey, Tuning};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "matmul";
 
@@ -205,6 +205,7 @@ pub fn shipped_keys() -> Vec<KernelKey> {
         }
     }
     v.push(transpose_key());
+    v.push(transpose_key().half(&["TE"]));
     v
 }
 
@@ -216,7 +217,9 @@ pub(crate) fn align_elems(ctx: &Context) -> usize {
 /// Bind `count` elements of `t` starting at element `start`: the binding starts at the aligned
 /// element at or before `start`; the returned offset locates `start` inside the binding.
 pub(crate) fn window(t: &Tensor, start: usize, count: usize) -> (BufRange, u32) {
-    let al = align_elems(t.ctx());
+    let al = (t.ctx().limits.min_storage_buffer_offset_alignment as usize
+        / t.dtype().size() as usize)
+        .max(1);
     let a = start - start % al;
     (t.sub_range(a, count + (start - a)), (start - a) as u32)
 }
@@ -645,7 +648,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// Transpose of the last two dims, materialized (not recorded).
 pub fn transpose2d_raw(x: &Tensor) -> Result<Tensor> {
     let op = "transpose2d";
-    x.expect_f32(op)?;
+    let dt = Tensor::common_dtype(op, &[x], &[DType::F32, DType::F16])?;
     if x.dims() < 2 {
         return Err(Error::Shape {
             op,
@@ -657,7 +660,7 @@ pub fn transpose2d_raw(x: &Tensor) -> Result<Tensor> {
     let mut shape = x.shape().to_vec();
     shape.swap(d - 2, d - 1);
     let ctx = x.ctx();
-    let y = Tensor::empty(ctx, &shape)?;
+    let y = Tensor::empty_dtype(ctx, &shape, dt)?;
     let total = x.numel();
     if total == 0 {
         return Ok(y);
@@ -692,12 +695,12 @@ pub fn transpose2d_raw(x: &Tensor) -> Result<Tensor> {
         let groups = ctx.grid(op, (n as u64).div_ceil(256))?;
         ctx.dispatch(
             op,
-            &transpose_key(),
+            &transpose_key().half(if dt == DType::F16 { &["TE"] } else { &[] }),
             bytemuck::bytes_of(&p),
             &[xw, yw],
             groups,
             0.0,
-            8.0 * n as f64,
+            2.0 * dt.size() as f64 * n as f64,
         )?;
         m0 += cnt;
     }

@@ -17,7 +17,7 @@ use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::kernels::shape::plane_chunks;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "norm";
 const WG: u32 = 256;
@@ -74,7 +74,9 @@ pub fn shipped_keys() -> Vec<KernelKey> {
         key("final_stats", NormAct::None),
         key("final_sums", NormAct::None),
     ];
+    v.push(key("partial_stats", NormAct::None).half(&["X"]));
     for a in NormAct::ALL {
+        v.push(key("apply_fwd", a).half(&["X"]));
         v.push(key("apply_fwd", a));
         v.push(key("partial_sums", a));
         v.push(key("apply_bwd", a));
@@ -107,7 +109,7 @@ fn partials_per_plane(l: usize) -> usize {
 
 /// Checks `x` is a non-empty `[N, C, ...]` f32 tensor; returns (N, C, L = trailing size).
 fn check_input(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
-    x.expect_f32(op)?;
+    Tensor::common_dtype(op, &[x], &[DType::F32, DType::F16])?;
     let s = x.shape();
     if s.len() < 2 || s.contains(&0) {
         return Err(Error::Shape {
@@ -210,13 +212,18 @@ fn check_u32(op: &'static str, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// The aliases rendered as f16 for an input `x` (f16 activations: `X`).
+fn xh(x: &Tensor) -> &'static [&'static str] {
+    if x.dtype() == DType::F16 { &["X"] } else { &[] }
+}
+
 /// Statistics (mean, rstd) per set, as a `[nsets, 2]` tensor.
 fn stats_raw(op: &'static str, x: &Tensor, lay: &Layout, eps: f32) -> Result<Tensor> {
     let ctx = x.ctx();
     let part = Tensor::empty(ctx, &[3 * lay.p * lay.nplanes])?;
     let stats = Tensor::empty(ctx, &[lay.nsets, 2])?;
     let base = base_params(lay, eps, 0.0);
-    let k = key("partial_stats", NormAct::None);
+    let k = key("partial_stats", NormAct::None).half(xh(x));
     for ch in plane_chunks(op, &[(x, lay.l)], lay.nplanes)? {
         let n = ch.np * lay.p;
         let p = Params {
@@ -266,9 +273,9 @@ fn forward_raw(
 ) -> Result<(Tensor, Tensor)> {
     let ctx = x.ctx();
     let stats = stats_raw(op, x, lay, eps)?;
-    let y = Tensor::empty(ctx, x.shape())?;
+    let y = Tensor::empty_dtype(ctx, x.shape(), x.dtype())?;
     let base = base_params(lay, eps, slope);
-    let k = key("apply_fwd", act);
+    let k = key("apply_fwd", act).half(xh(x));
     for ch in plane_chunks(op, &[(x, lay.l), (&y, lay.l)], lay.nplanes)? {
         let n = ch.np * lay.l;
         let cpp = lay.l.div_ceil((WG * EPT) as usize);
@@ -418,6 +425,13 @@ fn norm_op(
     slope: f32,
 ) -> Result<Tensor> {
     check_affine(op, x, gamma, beta)?;
+    if x.dtype() == DType::F16 && needs_grad(&[x, gamma, beta]) {
+        return Err(Error::Unsupported {
+            op,
+            msg: "f16 input: inference only, no gradient can be recorded (run under no_grad)"
+                .into(),
+        });
+    }
     let (y, stats) = forward_raw(op, x, gamma, beta, &lay, eps, act, slope)?;
     if needs_grad(&[x, gamma, beta]) {
         let (xc, gc, bc) = (x.clone(), gamma.clone(), beta.clone());

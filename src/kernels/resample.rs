@@ -8,7 +8,7 @@ use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Tuning};
 use crate::kernels::shape::plane_chunks;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "resample";
 const WG: u32 = 256;
@@ -54,12 +54,30 @@ fn key(entry: &'static str) -> KernelKey {
 
 /// Every specialization this module can dispatch (for the naga validation test).
 pub fn shipped_keys() -> Vec<KernelKey> {
-    ENTRIES.into_iter().map(key).collect()
+    let mut v: Vec<KernelKey> = ENTRIES.into_iter().map(key).collect();
+    for e in HALF_ENTRIES {
+        v.push(key(e).half(&["R"]));
+    }
+    v
+}
+
+/// Forward entries that also take f16 tensors (read and written as `R`).
+const HALF_ENTRIES: [&str; 2] = ["nearest_fwd", "avgpool_fwd"];
+
+/// (planes, h, w) of a `[.., H, W]` tensor that may be f16 (`nearest` / `avg_pool2x2`
+/// forwards; f16 is inference-only).
+fn planes_hw_any(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
+    Tensor::common_dtype(op, &[x], &[DType::F32, DType::F16])?;
+    planes_hw_checked(op, x)
 }
 
 /// (planes, h, w) of a `[.., H, W]` tensor.
 fn planes_hw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     x.expect_f32(op)?;
+    planes_hw_checked(op, x)
+}
+
+fn planes_hw_checked(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     let s = x.shape();
     if s.len() < 2 || s.contains(&0) {
         return Err(Error::Shape {
@@ -145,8 +163,13 @@ fn run(
         (geo.h * geo.w, geo.ho * geo.wo, stepping(geo.ho, geo.wo))
     };
     let ctx = read.ctx();
-    let out = Tensor::empty(ctx, write_shape)?;
-    let k = key(entry);
+    let out = Tensor::empty_dtype(ctx, write_shape, read.dtype())?;
+    let k = if read.dtype() == DType::F16 && HALF_ENTRIES.contains(&entry) {
+        key(entry).half(&["R"])
+    } else {
+        key(entry)
+    };
+    let es = read.dtype().size() as f64;
     for ch in plane_chunks(op, &[(read, rpl), (&out, wpl)], geo.np)? {
         let n = ch.np * wpl;
         let p = Params {
@@ -166,7 +189,7 @@ fn run(
             &[ch.ranges[0].clone(), ch.ranges[1].clone()],
             groups,
             flops_per * n as f64,
-            4.0 * (1.0 + reads_per) * n as f64,
+            es * (1.0 + reads_per) * n as f64,
         )?;
     }
     Ok(out)
@@ -307,7 +330,7 @@ pub fn bicubic_resize(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> 
 /// Differentiable (the gradient sums each f x f block).
 pub fn upsample_nearest(x: &Tensor, factor: usize) -> Result<Tensor> {
     let op = "upsample_nearest";
-    let (np, h, w) = planes_hw(op, x)?;
+    let (np, h, w) = planes_hw_any(op, x)?;
     if factor == 0 {
         return Err(Error::Shape {
             op,
@@ -351,7 +374,11 @@ pub fn upsample_nearest(x: &Tensor, factor: usize) -> Result<Tensor> {
 }
 
 fn pool_geo(op: &'static str, x: &Tensor) -> Result<Geo> {
-    let (np, h, w) = planes_hw(op, x)?;
+    let (np, h, w) = if op == "avg_pool2x2" {
+        planes_hw_any(op, x)?
+    } else {
+        planes_hw(op, x)?
+    };
     if h < 2 || w < 2 {
         return Err(Error::Shape {
             op,

@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, KernelKey};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "shape";
 const WG: u32 = 256;
@@ -73,10 +73,12 @@ fn groups_for(n: usize) -> u64 {
 
 /// Every specialization this module can dispatch (for the naga validation test).
 pub fn shipped_keys() -> Vec<KernelKey> {
-    ["copy", "pad_fwd", "pad_bwd", "roll", "zero_insert"]
+    let mut v: Vec<KernelKey> = ["copy", "pad_fwd", "pad_bwd", "roll", "zero_insert"]
         .into_iter()
         .map(key)
-        .collect()
+        .collect();
+    v.push(key("copy").half(&["C"]));
+    v
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -116,7 +118,7 @@ pub(crate) fn plane_chunks(
     let align = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(4);
     let per = ts
         .iter()
-        .map(|(_, l)| (max.saturating_sub(align)) / (4 * (*l).max(1) as u64))
+        .map(|(t, l)| (max.saturating_sub(align)) / (t.dtype().size() * (*l).max(1) as u64))
         .min()
         .unwrap_or(0) as usize;
     if per == 0 {
@@ -140,15 +142,16 @@ pub(crate) fn plane_chunks(
         let mut ranges = Vec::with_capacity(ts.len());
         let mut offs = Vec::with_capacity(ts.len());
         for (t, l) in ts {
-            let start = (p0 * l) as u64 * 4;
-            let end = ((p0 + np) * l) as u64 * 4;
+            let es = t.dtype().size();
+            let start = (p0 * l) as u64 * es;
+            let end = ((p0 + np) * l) as u64 * es;
             let boff = start / align * align;
             ranges.push(BufRange {
                 buffer: t.buffer().clone(),
                 offset: boff,
-                size: (end - boff).max(4),
+                size: (end - boff).div_ceil(4).max(1) * 4,
             });
-            offs.push(((start - boff) / 4) as u32);
+            offs.push(((start - boff) / es) as u32);
         }
         out.push(PlaneChunk {
             p0,
@@ -208,6 +211,14 @@ fn plane_op(
 fn check_u32(op: &'static str, ts: &[&Tensor]) -> Result<()> {
     for t in ts {
         t.expect_f32(op)?;
+    }
+    check_u32_any(op, ts)
+}
+
+/// `check_u32` for the ops that also move f16 tensors (concat, slice): one dtype for all.
+fn check_u32_any(op: &'static str, ts: &[&Tensor]) -> Result<()> {
+    Tensor::common_dtype(op, ts, &[DType::F32, DType::F16])?;
+    for t in ts {
         if t.numel() > u32::MAX as usize / 2 {
             return Err(Error::Unsupported {
                 op,
@@ -271,7 +282,14 @@ fn strided_copy(
     let nd = d.len();
     let inner = d[nd - 1];
     let runs = total / inner;
-    if s[nd - 1] == 1 && t[nd - 1] == 1 && inner >= COPY_RUN_MIN && runs <= COPY_RUNS_MAX {
+    let es = src.dtype().size();
+    // buffer copies need 4-byte multiples (f16: even element offsets, strides and runs)
+    let word = |v: usize| (v as u64 * es).is_multiple_of(4);
+    let words = word(soff)
+        && word(doff)
+        && word(inner)
+        && s[..nd - 1].iter().chain(&t[..nd - 1]).all(|&v| word(v));
+    if s[nd - 1] == 1 && t[nd - 1] == 1 && inner >= COPY_RUN_MIN && runs <= COPY_RUNS_MAX && words {
         for r in 0..runs {
             let (mut rem, mut so, mut to) = (r, soff, doff);
             for k in (0..nd - 1).rev() {
@@ -282,10 +300,10 @@ fn strided_copy(
             }
             ctx.record_copy(
                 src.buffer(),
-                so as u64 * 4,
+                so as u64 * es,
                 dst.buffer(),
-                to as u64 * 4,
-                inner as u64 * 4,
+                to as u64 * es,
+                inner as u64 * es,
             )?;
         }
         return Ok(());
@@ -313,7 +331,7 @@ fn strided_copy(
     let per = if fits_whole {
         d6[lead]
     } else {
-        let cap = (max.saturating_sub(align) / 4) as usize;
+        let cap = (max.saturating_sub(align) / es) as usize;
         let lim = |step: usize, rest: usize| -> usize {
             if rest + 1 > cap {
                 0
@@ -338,7 +356,11 @@ fn strided_copy(
             ),
         });
     }
-    let k = key("copy");
+    let k = if es == 2 {
+        key("copy").half(&["C"])
+    } else {
+        key("copy")
+    };
     let mut a = 0;
     while a < d6[lead] {
         let c = per.min(d6[lead] - a);
@@ -354,15 +376,15 @@ fn strided_copy(
             )
         } else {
             let bind = |tns: &Tensor, first: usize, span: usize| -> (BufRange, usize) {
-                let start = first as u64 * 4;
+                let start = first as u64 * es;
                 let boff = start / align * align;
                 (
                     BufRange {
                         buffer: tns.buffer().clone(),
                         offset: boff,
-                        size: ((first + span) as u64 * 4 - boff).max(4),
+                        size: ((first + span) as u64 * es - boff).div_ceil(4).max(1) * 4,
                     },
-                    ((start - boff) / 4) as usize,
+                    ((start - boff) / es) as usize,
                 )
             };
             let sfirst = soff + a * s6[lead];
@@ -395,7 +417,7 @@ fn strided_copy(
             &[sr, dr],
             groups,
             0.0,
-            8.0 * n as f64,
+            2.0 * es as f64 * n as f64,
         )?;
         a += c;
     }
@@ -418,7 +440,7 @@ fn slice_raw(x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor>
     let mut shape = x.shape().to_vec();
     let (outer, d, inner) = around(&shape, dim);
     shape[dim] = len;
-    let y = Tensor::empty(x.ctx(), &shape)?;
+    let y = Tensor::empty_dtype(x.ctx(), &shape, x.dtype())?;
     strided_copy(
         "slice",
         x,
@@ -488,13 +510,13 @@ pub fn concat(xs: &[&Tensor], dim: usize) -> Result<Tensor> {
             });
         }
     }
-    check_u32(op, xs)?;
+    check_u32_any(op, xs)?;
     let total: usize = shapes.iter().map(|s| s[dim]).sum();
     let mut out_shape = shapes[0].clone();
     out_shape[dim] = total;
     let ctx = first.ctx();
-    let y = Tensor::empty(ctx, &out_shape)?;
-    check_u32(op, &[&y])?;
+    let y = Tensor::empty_dtype(ctx, &out_shape, first.dtype())?;
+    check_u32_any(op, &[&y])?;
     let (outer, _, inner) = around(&out_shape, dim);
     let mut offs = Vec::with_capacity(xs.len());
     let mut o = 0;
@@ -532,7 +554,7 @@ pub fn concat(xs: &[&Tensor], dim: usize) -> Result<Tensor> {
 /// `x.narrow(dim, start, len)` as a new tensor. Differentiable (the gradient is zero-padded).
 pub fn slice(x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
     let op = "slice";
-    check_u32(op, &[x])?;
+    check_u32_any(op, &[x])?;
     let s = x.shape();
     if dim >= s.len() || start + len > s[dim] {
         return Err(Error::Shape {

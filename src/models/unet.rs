@@ -8,6 +8,13 @@
 //! in PyTorch state-dict order with the real key names), so the 256² model can be checked
 //! against the checkpoint key list without allocating anything, and weights load from
 //! safetensors by those names ([`Unet::load`]).
+//!
+//! Precision (spec §6.3 `use_fp16`): where the adapter has SHADER_F16 (and
+//! `ctx.set_force_f32(true)` was not called) the torso's conv weights and biases are f16 and
+//! the torso runs on f16 activations (`x` is cast to f16 before `input_blocks` and back to f32
+//! before the `out` head); GroupNorm statistics, the attention softmax and every accumulation
+//! stay f32, as do the embeddings, the emb Linear layers and the `out` head. Otherwise, or with
+//! [`Unet::load_with`]`(.., DType::F32)`, everything is f32.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::io::weights::WeightFile;
 use crate::ops::{self, Conv2dParams, PadMode};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 pub(crate) const GN_GROUPS: usize = 32;
 pub(crate) const GN_EPS: f32 = 1e-5;
@@ -633,6 +640,7 @@ pub(crate) fn build_block(
     b: &Block,
     te: usize,
     get: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
+    conv_get: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
 ) -> Result<Vec<Module>> {
     let wb = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
         Ok((
@@ -640,24 +648,31 @@ pub(crate) fn build_block(
             get(&format!("{p}.bias"), &[bs])?,
         ))
     };
+    // Torso convs (conv 3x3, 1x1 skips, attention qkv/proj_out): the UNet's `use_fp16` set.
+    let wc = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
+        Ok((
+            conv_get(&format!("{p}.weight"), ws)?,
+            conv_get(&format!("{p}.bias"), &[bs])?,
+        ))
+    };
     let mut mods = Vec::new();
     for (i, l) in b.layers.iter().enumerate() {
         let p = format!("{}.{i}", b.prefix);
         mods.push(match *l {
             LayerSpec::Conv { cin, cout } => {
-                let (w, b) = wb(&p, &[cout, cin, 3, 3], cout)?;
+                let (w, b) = wc(&p, &[cout, cin, 3, 3], cout)?;
                 Module::Conv(w, b)
             }
             LayerSpec::Res { cin, cout, updown } => Module::Res(Box::new(ResBlock {
                 cout,
                 updown,
                 in_norm: wb(&format!("{p}.in_layers.0"), &[cin], cin)?,
-                in_conv: wb(&format!("{p}.in_layers.2"), &[cout, cin, 3, 3], cout)?,
+                in_conv: wc(&format!("{p}.in_layers.2"), &[cout, cin, 3, 3], cout)?,
                 emb: wb(&format!("{p}.emb_layers.1"), &[2 * cout, te], 2 * cout)?,
                 out_norm: wb(&format!("{p}.out_layers.0"), &[cout], cout)?,
-                out_conv: wb(&format!("{p}.out_layers.3"), &[cout, cout, 3, 3], cout)?,
+                out_conv: wc(&format!("{p}.out_layers.3"), &[cout, cout, 3, 3], cout)?,
                 skip: if cin != cout {
-                    Some(wb(
+                    Some(wc(
                         &format!("{p}.skip_connection"),
                         &[cout, cin, 1, 1],
                         cout,
@@ -667,8 +682,8 @@ pub(crate) fn build_block(
                 },
             })),
             LayerSpec::Attn { c, heads } => {
-                let (qw, qb) = wb(&format!("{p}.qkv"), &[3 * c, c, 1], 3 * c)?;
-                let (pw, pb) = wb(&format!("{p}.proj_out"), &[c, c, 1], c)?;
+                let (qw, qb) = wc(&format!("{p}.qkv"), &[3 * c, c, 1], 3 * c)?;
+                let (pw, pb) = wc(&format!("{p}.proj_out"), &[c, c, 1], c)?;
                 Module::Attn(Box::new(AttnBlock {
                     c,
                     heads,
@@ -687,6 +702,8 @@ pub(crate) fn build_block(
 pub struct Unet {
     pub config: UnetConfig,
     ctx: Arc<Context>,
+    /// Dtype of the torso's conv weights and biases (spec §6.3 `use_fp16`).
+    precision: DType,
     time_embed: [(Tensor, Tensor); 2],
     /// Label table kept on the host (one row is added per forward).
     label_emb: Option<Vec<f32>>,
@@ -696,6 +713,9 @@ pub struct Unet {
     out_norm: (Tensor, Tensor),
     out_conv: (Tensor, Tensor),
 }
+
+/// Where `Unet::build` takes each tensor from: `(checkpoint key, shape, dtype)`.
+type TensorSource<'a> = dyn Fn(&str, &[usize], DType) -> Result<Tensor> + 'a;
 
 /// The error for a missing weights file, pointing at the conversion instructions.
 pub fn missing_weights_error(path: &Path) -> Error {
@@ -718,23 +738,61 @@ impl Unet {
         Self::load(ctx, config, &wf)
     }
 
-    /// Build the model from a weight file holding the real checkpoint key names.
+    /// The precision a model built now on `ctx` uses: f16 where the adapter has SHADER_F16
+    /// (and `ctx.set_force_f32(true)` was not called), else f32.
+    pub fn default_precision(ctx: &Context) -> DType {
+        if ctx.has_f16() {
+            DType::F16
+        } else {
+            DType::F32
+        }
+    }
+
+    /// Build the model from a weight file holding the real checkpoint key names, in
+    /// [`Unet::default_precision`].
     pub fn load(ctx: &Arc<Context>, config: UnetConfig, wf: &WeightFile) -> Result<Self> {
+        Self::load_with(ctx, config, wf, Self::default_precision(ctx))
+    }
+
+    /// `load` in an explicit precision (`DType::F16` needs an adapter with SHADER_F16).
+    pub fn load_with(
+        ctx: &Arc<Context>,
+        config: UnetConfig,
+        wf: &WeightFile,
+        precision: DType,
+    ) -> Result<Self> {
         config.validate()?;
         config.check_file(wf)?;
         let label_emb = match config.num_classes {
             Some(nc) => Some(wf.read_f32("label_emb.weight", &[nc, config.time_embed_dim()])?),
             None => None,
         };
-        Self::build(ctx, config, label_emb, &|name: &str, shape: &[usize]| {
-            wf.tensor(ctx, name, shape)
-        })
+        Self::build(
+            ctx,
+            config,
+            label_emb,
+            precision,
+            &|name: &str, shape: &[usize], dt: DType| match dt {
+                DType::F16 => wf.tensor_f16(ctx, name, shape),
+                DType::F32 => wf.tensor(ctx, name, shape),
+            },
+        )
     }
 
     /// A model with deterministic pseudo-random weights (uniform, PyTorch's default fan-in
     /// bound for weights, small biases, GroupNorm γ = 1, β = 0), for benchmarks and memory
     /// measurements of configurations whose weights are not available.
     pub fn random(ctx: &Arc<Context>, config: UnetConfig, seed: u64) -> Result<Self> {
+        Self::random_with(ctx, config, seed, Self::default_precision(ctx))
+    }
+
+    /// `random` in an explicit precision (the same values, rounded to f16 for `DType::F16`).
+    pub fn random_with(
+        ctx: &Arc<Context>,
+        config: UnetConfig,
+        seed: u64,
+        precision: DType,
+    ) -> Result<Self> {
         config.validate()?;
         let rng = std::cell::RefCell::new(crate::rand::Rng::new(seed));
         let label_emb = config.num_classes.map(|nc| {
@@ -743,7 +801,7 @@ impl Unet {
                 .map(|_| r.normal() as f32)
                 .collect::<Vec<f32>>()
         });
-        Self::build(ctx, config, label_emb, &|name: &str, shape: &[usize]| {
+        let get = |name: &str, shape: &[usize], dt: DType| -> Result<Tensor> {
             let n: usize = shape.iter().product();
             let is_norm = name.contains("norm")
                 || name.contains("in_layers.0.")
@@ -763,31 +821,50 @@ impl Unet {
                     .map(|_| ((r.uniform() * 2.0 - 1.0) * bound) as f32)
                     .collect()
             };
-            Tensor::from_slice(ctx, &v, shape)
-        })
+            match dt {
+                DType::F16 => {
+                    let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+                    Tensor::from_f16(ctx, &h, shape)
+                }
+                DType::F32 => Tensor::from_slice(ctx, &v, shape),
+            }
+        };
+        Self::build(ctx, config, label_emb, precision, &get)
     }
 
     /// Assemble the model, taking every tensor (by checkpoint key and shape) from `get`.
+    /// Torso conv weights and biases (inside input_blocks, middle_block, output_blocks) are
+    /// taken in `precision`; everything else in f32.
     fn build(
         ctx: &Arc<Context>,
         config: UnetConfig,
         label_emb: Option<Vec<f32>>,
-        get: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
+        precision: DType,
+        get: &TensorSource<'_>,
     ) -> Result<Self> {
+        if precision == DType::F16 && !ctx.summary.shader_f16 {
+            return Err(Error::Invalid(format!(
+                "f16 UNet requested but the adapter `{}` has no SHADER_F16",
+                ctx.summary.name
+            )));
+        }
         let lay = config.layout()?;
         let te = config.time_embed_dim();
-        let wb = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
+        let wbt = |p: &str, ws: &[usize], bs: usize, dt: DType| -> Result<(Tensor, Tensor)> {
             Ok((
-                get(&format!("{p}.weight"), ws)?,
-                get(&format!("{p}.bias"), &[bs])?,
+                get(&format!("{p}.weight"), ws, dt)?,
+                get(&format!("{p}.bias"), &[bs], dt)?,
             ))
         };
+        let wb = |p: &str, ws: &[usize], bs: usize| wbt(p, ws, bs, DType::F32);
         let mc = config.model_channels;
         let time_embed = [
             wb("time_embed.0", &[te, mc], te)?,
             wb("time_embed.2", &[te, te], te)?,
         ];
-        let build = |b: &Block| build_block(b, te, get);
+        let get32 = |n: &str, sh: &[usize]| get(n, sh, DType::F32);
+        let getc = |n: &str, sh: &[usize]| get(n, sh, precision);
+        let build = |b: &Block| build_block(b, te, &get32, &getc);
         let input = lay.input.iter().map(build).collect::<Result<Vec<_>>>()?;
         let middle = build(&lay.middle)?;
         let output = lay.output.iter().map(build).collect::<Result<Vec<_>>>()?;
@@ -798,6 +875,7 @@ impl Unet {
         Ok(Self {
             config,
             ctx: ctx.clone(),
+            precision,
             time_embed,
             label_emb,
             input,
@@ -806,6 +884,36 @@ impl Unet {
             out_norm,
             out_conv,
         })
+    }
+
+    /// Dtype of the torso's conv weights (and, with f16, of its activations).
+    pub fn precision(&self) -> DType {
+        self.precision
+    }
+
+    /// Bytes of GPU memory the loaded weights occupy (label table excluded: it stays on the
+    /// host), from the configuration and the precision alone.
+    pub fn weight_bytes(config: &UnetConfig, precision: DType) -> Result<u64> {
+        let torso = |k: &str| {
+            (k.starts_with("input_blocks.")
+                || k.starts_with("middle_block.")
+                || k.starts_with("output_blocks."))
+                && (k.contains("in_layers.2.")
+                    || k.contains("out_layers.3.")
+                    || k.contains("skip_connection.")
+                    || k.contains(".qkv.")
+                    || k.contains(".proj_out.")
+                    || k.starts_with("input_blocks.0.0."))
+        };
+        Ok(config
+            .param_shapes()?
+            .iter()
+            .filter(|(k, _)| k != "label_emb.weight")
+            .map(|(k, s)| {
+                let es = if torso(k) { precision.size() } else { 4 };
+                (s.iter().product::<usize>() as u64 * es).div_ceil(4) * 4
+            })
+            .sum())
     }
 
     /// The conditioning vector `emb = MLP(TE(t)) + E[y]`, `[1, time_embed_dim]`.
@@ -862,7 +970,8 @@ impl Unet {
         let _ng = no_grad(&self.ctx);
         let emb_act = ops::silu(&self.embedding(t, y)?)?;
         let mut hs: Vec<Tensor> = Vec::with_capacity(self.input.len());
-        let mut h = x.clone();
+        // `h = x.type(self.dtype)`: the torso runs on f16 activations in f16 precision.
+        let mut h = ops::cast(x, self.precision)?;
         for b in &self.input {
             h = run_block(b, &h, &emb_act)?;
             hs.push(h.clone());
@@ -876,6 +985,8 @@ impl Unet {
             h = ops::concat(&[&h, &skip], 1)?;
             h = run_block(b, &h, &emb_act)?;
         }
+        // `h = h.type(x.dtype)` before the f32 `out` head
+        let h = ops::cast(&h, DType::F32)?;
         let h = ops::group_norm_silu(&h, GN_GROUPS, &self.out_norm.0, &self.out_norm.1, GN_EPS)?;
         conv3(&h, &self.out_conv.0, &self.out_conv.1)
     }

@@ -61,7 +61,14 @@ fn step_case(mode: DiffMode) {
     let f = Fixture::load("diffdkp").unwrap();
     let dir = dkp::testing::testvectors_dir().expect("../shared/spec/testvectors is missing");
     let wf = WeightFile::open(dir.join("unet_mini_reference.safetensors")).unwrap();
-    let unet = Unet::load(&ctx, UnetConfig::from_weight_file(&wf).unwrap(), &wf).unwrap();
+    // f32: the fixture is an f32 computation (the shared context would pick f16).
+    let unet = Unet::load_with(
+        &ctx,
+        UnetConfig::from_weight_file(&wf).unwrap(),
+        &wf,
+        dkp::DType::F32,
+    )
+    .unwrap();
     let i: usize = f.meta("step_i").unwrap().parse().unwrap();
     let mut cfg = DiffDkpConfig::new(mode);
     cfg.kernel_hidden = f.meta("hidden").unwrap().parse().unwrap();

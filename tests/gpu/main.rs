@@ -10,6 +10,7 @@ mod diffdkp;
 mod dip_e2e;
 mod dip_model;
 mod elementwise;
+mod f16;
 mod fft;
 mod loss;
 mod matmul;

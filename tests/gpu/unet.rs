@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dkp::DType;
 use dkp::io::weights::WeightFile;
 use dkp::models::unet::{Unet, UnetConfig, parse_key_list};
 
@@ -20,6 +21,13 @@ fn key_list() -> Vec<(String, Vec<usize>)> {
     parse_key_list(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
+/// f16 tolerance of the mini UNet output (relative to each value, and absolute as a fraction
+/// of the output's max magnitude). Measured on lavapipe: max abs error 7.4e-3 = 2.6e-3 of
+/// max |out| (2.82), mean abs error 1.0e-3; the f32 path is at 7e-6. The bound (2.8e-2 abs +
+/// 1e-2 relative) leaves a ~4x margin.
+const F16_RTOL: f64 = 1e-2;
+const F16_ATOL: f64 = 1e-2;
+
 #[test]
 fn unet_mini_forward_matches_reference() {
     let Some(ctx) = ctx() else { return };
@@ -34,7 +42,9 @@ fn unet_mini_forward_matches_reference() {
     let t: f64 = wf.metadata().unwrap()["timestep"].parse().unwrap();
     let y: usize = wf.metadata().unwrap()["class"].parse().unwrap();
     assert_eq!((t, y), (737.0, 3));
-    let net = Unet::load(&ctx, cfg, &wf).unwrap();
+    // f32 explicitly: the shared context has SHADER_F16, which `load` would use.
+    let net = Unet::load_with(&ctx, cfg, &wf, DType::F32).unwrap();
+    assert_eq!(net.precision(), DType::F32);
     let x = wf.tensor(&ctx, "__input_x", &[1, 3, 32, 32]).unwrap();
     let want = wf.read_f32("__output", &[1, 6, 32, 32]).unwrap();
     let got = net.forward(&x, t, Some(y)).unwrap();
@@ -48,6 +58,52 @@ fn unet_mini_forward_matches_reference() {
     eprintln!("unet mini: max |out| {scale:.4}, max abs err {max_err:.3e}");
     assert_close("unet mini __output", &got, &want, 1e-4, 1e-4 * scale);
     // Nothing was recorded (inference under no_grad).
+    assert_eq!(dkp::autograd::tape_len(&ctx), 0);
+}
+
+/// The f16 path (spec §6.3 `use_fp16`: torso conv weights/biases and activations in f16,
+/// GroupNorm statistics, softmax, embeddings and the `out` head in f32) against the
+/// reference output (an f32 computation). Measured on lavapipe: see F16_RTOL.
+#[test]
+fn unet_mini_forward_f16_matches_reference_loosely() {
+    let Some(ctx) = ctx() else { return };
+    let wf = WeightFile::open(mini_path()).unwrap();
+    let cfg = UnetConfig::from_weight_file(&wf).unwrap();
+    assert!(
+        ctx.summary.shader_f16,
+        "the test adapter (lavapipe) has SHADER_F16"
+    );
+    let t: f64 = wf.metadata().unwrap()["timestep"].parse().unwrap();
+    let y: usize = wf.metadata().unwrap()["class"].parse().unwrap();
+    let net = Unet::load(&ctx, cfg, &wf).unwrap();
+    assert_eq!(net.precision(), DType::F16);
+    let x = wf.tensor(&ctx, "__input_x", &[1, 3, 32, 32]).unwrap();
+    let want = wf.read_f32("__output", &[1, 6, 32, 32]).unwrap();
+    let got = net.forward(&x, t, Some(y)).unwrap();
+    assert_eq!(got.dtype(), DType::F32);
+    let got = got.to_vec().unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let max_err = got
+        .iter()
+        .zip(&want)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+    let mean_err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .sum::<f64>()
+        / got.len() as f64;
+    eprintln!(
+        "unet mini f16: max |out| {scale:.4}, max abs err {max_err:.3e} ({:.3e} of max), mean abs err {mean_err:.3e}",
+        max_err / scale
+    );
+    assert_close(
+        "unet mini __output (f16)",
+        &got,
+        &want,
+        F16_RTOL,
+        F16_ATOL * scale,
+    );
     assert_eq!(dkp::autograd::tape_len(&ctx), 0);
 }
 
@@ -162,4 +218,24 @@ fn unet_weight_errors_name_key_and_shapes() {
         e.contains("nope.safetensors") && e.contains("weights/README.md"),
         "{e}"
     );
+}
+
+/// GPU memory of the 256² model's weights (label table excluded: it stays on the host) in f32
+/// and with the f16 torso convs.
+#[test]
+fn unet_imagenet256_weight_memory_f16_vs_f32() {
+    let cfg = UnetConfig::imagenet256();
+    let f32b = Unet::weight_bytes(&cfg, DType::F32).unwrap();
+    let f16b = Unet::weight_bytes(&cfg, DType::F16).unwrap();
+    let label = 1000 * cfg.time_embed_dim() as u64 * 4;
+    // every parameter except the label table, 4 bytes each
+    assert_eq!(f32b, 553_838_086 * 4 - label);
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    eprintln!(
+        "imagenet256 UNet weights on the GPU: f32 {:.1} MiB, f16 torso {:.1} MiB ({:.1}%)",
+        mib(f32b),
+        mib(f16b),
+        100.0 * f16b as f64 / f32b as f64
+    );
+    assert!(f16b < f32b * 56 / 100, "{f16b} vs {f32b}");
 }
