@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// `unet`: run in f32 even where the adapter supports f16.
     #[arg(long)]
     pub f32: bool,
+    /// `unet`: add the 256² classifier's guidance gradient (random weights) to each step.
+    #[arg(long)]
+    pub classifier: bool,
     /// `unet`: print the per-shader GPU time table of the timed iterations.
     #[arg(long)]
     pub profile: bool,

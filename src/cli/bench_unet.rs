@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, normal_tensor};
+use dkp::models::classifier::{Classifier, ClassifierConfig};
 use dkp::models::unet::{Unet, UnetConfig};
 use dkp::rand::Rng;
 use dkp::{Context, Tensor};
@@ -24,8 +25,12 @@ struct UnetBench {
     load_s: f64,
     /// Mean wall-clock seconds of one UNet forward (synchronised).
     unet_forward_s: f64,
+    /// Mean wall-clock seconds of the classifier-guidance gradient (forward + backward of
+    /// the 54 M-parameter classifier, f32), when `--classifier` was given.
+    guidance_s: Option<f64>,
     /// Mean wall-clock seconds of one full sampling step at i < 90 (UNet, FFT closed form,
-    /// one data and one prior kernel update, posterior sample), synchronised.
+    /// one data and one prior kernel update, guidance if enabled, posterior sample),
+    /// synchronised.
     step_s: f64,
     peak_gpu_memory_mib: f64,
     iters: usize,
@@ -48,7 +53,17 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
     ctx.wait()?;
     let load_s = t0.elapsed().as_secs_f64();
     let weights = ctx.memory().in_use as f64 / MIB;
-    let precision = if ctx.has_f16() { "f16" } else { "f32" };
+    let precision = match unet.precision() {
+        dkp::DType::F16 => "f16",
+        dkp::DType::F32 => "f32",
+    };
+    let classifier = if args.classifier {
+        let mut cc = ClassifierConfig::imagenet256();
+        cc.image_size = args.size;
+        Some(Classifier::random(&ctx, cc, 2)?)
+    } else {
+        None
+    };
     println!("weights: {weights:.0} MiB on the GPU ({precision}), built in {load_s:.1} s");
 
     let mut rng = Rng::new(7);
@@ -58,6 +73,9 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
     let mut cfg = DiffDkpConfig::new(DiffMode::Corrected);
     cfg.seed = 3;
     let mut sampler = DiffDkp::new(&unet, &y, cfg)?;
+    if let Some(c) = &classifier {
+        sampler = sampler.with_classifier(c)?;
+    }
 
     let timed = |f: &mut dyn FnMut() -> dkp::Result<()>, n: usize| -> dkp::Result<f64> {
         let t = Instant::now();
@@ -80,6 +98,16 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
         iters,
     )?;
     println!("UNet forward: {fwd:.3} s");
+    let guidance = match &classifier {
+        Some(c) => {
+            c.guidance(&x, 500.0, 950, 1.0)?;
+            ctx.wait()?;
+            let g = timed(&mut || c.guidance(&x, 500.0, 950, 1.0).map(|_| ()), iters)?;
+            println!("classifier guidance (forward + backward): {g:.3} s");
+            Some(g)
+        }
+        None => None,
+    };
     let step = timed(
         &mut || sampler.step(50, &x, None, None, &mut rng).map(|_| ()),
         iters,
@@ -101,6 +129,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
         weights_mib: weights,
         load_s,
         unet_forward_s: fwd,
+        guidance_s: guidance,
         step_s: step,
         peak_gpu_memory_mib: peak,
         iters,

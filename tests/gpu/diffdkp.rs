@@ -190,7 +190,14 @@ fn golden_sampler<'a>(
 fn mini_unet(ctx: &std::sync::Arc<dkp::Context>) -> Unet {
     let dir = dkp::testing::testvectors_dir().expect("../shared/spec/testvectors is missing");
     let wf = WeightFile::open(dir.join("unet_mini_reference.safetensors")).unwrap();
-    Unet::load(ctx, UnetConfig::from_weight_file(&wf).unwrap(), &wf).unwrap()
+    // The goldens are f32 computations: keep the f16 path out of it.
+    Unet::load_with(
+        ctx,
+        UnetConfig::from_weight_file(&wf).unwrap(),
+        &wf,
+        dkp::DType::F32,
+    )
+    .unwrap()
 }
 
 #[test]
