@@ -26,6 +26,8 @@ const TT: u32 = 9u;
 alias PI = f32;
 // Element type of the core output `cy` (f16 for half activations; accumulation in f32).
 alias Y = f32;
+// Element type of the packed weights `cw` (f16 for weights packed once at load).
+alias W = f32;
 // spec:end
 
 struct Params {
@@ -48,7 +50,7 @@ fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // core correlation, lanes over lane-channels (l), image read through uniform loads
 @group(0) @binding(1) var<storage, read> cx: array<f32>;
-@group(0) @binding(2) var<storage, read> cw: array<f32>;
+@group(0) @binding(2) var<storage, read> cw: array<W>;
 @group(0) @binding(3) var<storage, read> cb: array<f32>;
 @group(0) @binding(4) var<storage, read_write> cy: array<Y>;
 
@@ -102,7 +104,7 @@ fn conv_lo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let wb0 = P.wp_off + (g * P.rt + r) * P.ntap * P.lt + l;
         for (var ky = 0u; ky < P.ty; ky++) {
             for (var kx = 0u; kx < P.tx; kx++) {
-                let wv = cw[wb0 + (ky * P.tx + kx) * P.lt];
+                let wv = f32(cw[wb0 + (ky * P.tx + kx) * P.lt]);
                 let xi = xb0 + ky * P.wi + kx;
                 for (var j = 0u; j < PX; j++) {
                     acc[j] = fma(wv, cx[xi + j * P.si], acc[j]);
@@ -159,7 +161,7 @@ fn conv_lp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                 let xv = cx[xb0 + ky * P.wi + kx];
                 let wt = wb0 + (ky * P.tx + kx) * P.lt;
                 for (var j = 0u; j < OT; j++) {
-                    acc[j] = fma(cw[wt + min(lbase + j, lmax)], xv, acc[j]);
+                    acc[j] = fma(f32(cw[wt + min(lbase + j, lmax)]), xv, acc[j]);
                 }
             }
         }

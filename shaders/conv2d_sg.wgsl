@@ -10,6 +10,8 @@
 const WG: u32 = 32u;
 // Element type of the core output (f16 for half activations; accumulation in f32).
 alias Y = f32;
+// Element type of the packed weights read by the core (f16 for weights packed once at load).
+alias W = f32;
 // spec:end
 
 struct Params {
@@ -30,7 +32,7 @@ fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 @group(0) @binding(1) var<storage, read> cx: array<f32>;
-@group(0) @binding(2) var<storage, read> cw: array<f32>;
+@group(0) @binding(2) var<storage, read> cw: array<W>;
 @group(0) @binding(3) var<storage, read> cb: array<f32>;
 @group(0) @binding(4) var<storage, read_write> cy: array<Y>;
 
@@ -87,15 +89,15 @@ fn core_3x3_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var xc = xt + (g * P.rt + P.r0 - P.x_c0) * plane;
     var wc = P.wp_off + (g * P.rt + P.r0) * wstep + l;
     for (var r = 0u; r < P.nr; r++) {
-        let w0 = cw[wc + 0u * P.lt];
-        let w1 = cw[wc + 1u * P.lt];
-        let w2 = cw[wc + 2u * P.lt];
-        let w3 = cw[wc + 3u * P.lt];
-        let w4 = cw[wc + 4u * P.lt];
-        let w5 = cw[wc + 5u * P.lt];
-        let w6 = cw[wc + 6u * P.lt];
-        let w7 = cw[wc + 7u * P.lt];
-        let w8 = cw[wc + 8u * P.lt];
+        let w0 = f32(cw[wc + 0u * P.lt]);
+        let w1 = f32(cw[wc + 1u * P.lt]);
+        let w2 = f32(cw[wc + 2u * P.lt]);
+        let w3 = f32(cw[wc + 3u * P.lt]);
+        let w4 = f32(cw[wc + 4u * P.lt]);
+        let w5 = f32(cw[wc + 5u * P.lt]);
+        let w6 = f32(cw[wc + 6u * P.lt]);
+        let w7 = f32(cw[wc + 7u * P.lt]);
+        let w8 = f32(cw[wc + 8u * P.lt]);
         var xr = xc;
         {
             let xv = cx[xr + 0u];
@@ -435,15 +437,15 @@ fn core_3x3_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var xc = xt + (g * P.rt + P.r0 - P.x_c0) * plane;
     var wc = P.wp_off + (g * P.rt + P.r0) * wstep + l;
     for (var r = 0u; r < P.nr; r++) {
-        let w0 = cw[wc + 0u * P.lt];
-        let w1 = cw[wc + 1u * P.lt];
-        let w2 = cw[wc + 2u * P.lt];
-        let w3 = cw[wc + 3u * P.lt];
-        let w4 = cw[wc + 4u * P.lt];
-        let w5 = cw[wc + 5u * P.lt];
-        let w6 = cw[wc + 6u * P.lt];
-        let w7 = cw[wc + 7u * P.lt];
-        let w8 = cw[wc + 8u * P.lt];
+        let w0 = f32(cw[wc + 0u * P.lt]);
+        let w1 = f32(cw[wc + 1u * P.lt]);
+        let w2 = f32(cw[wc + 2u * P.lt]);
+        let w3 = f32(cw[wc + 3u * P.lt]);
+        let w4 = f32(cw[wc + 4u * P.lt]);
+        let w5 = f32(cw[wc + 5u * P.lt]);
+        let w6 = f32(cw[wc + 6u * P.lt]);
+        let w7 = f32(cw[wc + 7u * P.lt]);
+        let w8 = f32(cw[wc + 8u * P.lt]);
         var xr = xc;
         {
             let xv = cx[xr + 0u];
@@ -894,10 +896,10 @@ fn core_2x2_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var xc = xt + (g * P.rt + P.r0 - P.x_c0) * plane;
     var wc = P.wp_off + (g * P.rt + P.r0) * wstep + l;
     for (var r = 0u; r < P.nr; r++) {
-        let w0 = cw[wc + 0u * P.lt];
-        let w1 = cw[wc + 1u * P.lt];
-        let w2 = cw[wc + 2u * P.lt];
-        let w3 = cw[wc + 3u * P.lt];
+        let w0 = f32(cw[wc + 0u * P.lt]);
+        let w1 = f32(cw[wc + 1u * P.lt]);
+        let w2 = f32(cw[wc + 2u * P.lt]);
+        let w3 = f32(cw[wc + 3u * P.lt]);
         var xr = xc;
         {
             let xv = cx[xr + 0u];
@@ -1095,8 +1097,8 @@ fn core_2x1_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var xc = xt + (g * P.rt + P.r0 - P.x_c0) * plane;
     var wc = P.wp_off + (g * P.rt + P.r0) * wstep + l;
     for (var r = 0u; r < P.nr; r++) {
-        let w0 = cw[wc + 0u * P.lt];
-        let w1 = cw[wc + 1u * P.lt];
+        let w0 = f32(cw[wc + 0u * P.lt]);
+        let w1 = f32(cw[wc + 1u * P.lt]);
         var xr = xc;
         {
             let xv = cx[xr + 0u];
@@ -1239,8 +1241,8 @@ fn core_1x2_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var xc = xt + (g * P.rt + P.r0 - P.x_c0) * plane;
     var wc = P.wp_off + (g * P.rt + P.r0) * wstep + l;
     for (var r = 0u; r < P.nr; r++) {
-        let w0 = cw[wc + 0u * P.lt];
-        let w1 = cw[wc + 1u * P.lt];
+        let w0 = f32(cw[wc + 0u * P.lt]);
+        let w1 = f32(cw[wc + 1u * P.lt]);
         var xr = xc;
         {
             let xv = cx[xr + 0u];
@@ -1365,7 +1367,7 @@ fn core_1x1_s1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var xc = xt + (g * P.rt + P.r0 - P.x_c0) * plane;
     var wc = P.wp_off + (g * P.rt + P.r0) * wstep + l;
     for (var r = 0u; r < P.nr; r++) {
-        let w0 = cw[wc + 0u * P.lt];
+        let w0 = f32(cw[wc + 0u * P.lt]);
         var xr = xc;
         {
             let xv = cx[xr + 0u];
@@ -1475,10 +1477,10 @@ fn core_2x2_s2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var xc = xt + (g * P.rt + P.r0 - P.x_c0) * plane;
     var wc = P.wp_off + (g * P.rt + P.r0) * wstep + l;
     for (var r = 0u; r < P.nr; r++) {
-        let w0 = cw[wc + 0u * P.lt];
-        let w1 = cw[wc + 1u * P.lt];
-        let w2 = cw[wc + 2u * P.lt];
-        let w3 = cw[wc + 3u * P.lt];
+        let w0 = f32(cw[wc + 0u * P.lt]);
+        let w1 = f32(cw[wc + 1u * P.lt]);
+        let w2 = f32(cw[wc + 2u * P.lt]);
+        let w3 = f32(cw[wc + 3u * P.lt]);
         var xr = xc;
         {
             let xv = cx[xr + 0u];

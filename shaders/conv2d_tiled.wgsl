@@ -14,6 +14,8 @@ const BN: u32 = 64u;
 const BK: u32 = 16u;
 // Element type of the `conv_tiled` output (f16 for half activations; accumulation in f32).
 alias Y = f32;
+// Element type of the packed weights `tw_in` (f16 for weights packed once at load).
+alias W = f32;
 // spec:end
 
 const TPB: u32 = 256u;
@@ -41,7 +43,7 @@ fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 @group(0) @binding(1) var<storage, read> tx_in: array<f32>;
-@group(0) @binding(2) var<storage, read> tw_in: array<f32>;
+@group(0) @binding(2) var<storage, read> tw_in: array<W>;
 @group(0) @binding(3) var<storage, read> tb_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ty_out: array<Y>;
 
@@ -80,7 +82,7 @@ fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             let mm = mb * BM + m;
             var v = 0.0;
             if (k < kt && mm < P.nl) {
-                v = tw_in[wbase + k * P.lt + mm];
+                v = f32(tw_in[wbase + k * P.lt + mm]);
             }
             As[e] = v;
         }

@@ -2,7 +2,9 @@
 //! differentiable functions.
 
 pub use crate::kernels::attention::attention;
-pub use crate::kernels::conv::{Conv2dParams, PadMode, conv_transpose2d, conv2d, conv2d_with};
+pub use crate::kernels::conv::{
+    Conv2dParams, PackedConvWeight, PadMode, conv_transpose2d, conv2d, conv2d_packed, conv2d_with,
+};
 pub use crate::kernels::elementwise::{
     BinaryOp, UnaryOp, abs, add, add_scalar, affine, binary, cast, clamp, div, exp, fill,
     leaky_relu, log, maximum, minimum, mul, mul_scalar, neg, pow, recip, relu, relu6, sigmoid,

@@ -256,8 +256,13 @@ impl Context {
     pub fn memory(&self) -> PoolStats {
         self.pool.stats()
     }
-    pub fn trim_pool(&self) {
+    /// Free the pool's idle buffers. Recorded work may still reference a buffer whose tensor
+    /// was dropped, so everything pending is submitted and waited for first.
+    pub fn trim_pool(&self) -> Result<()> {
+        self.flush()?;
+        self.wait()?;
         self.pool.trim();
+        Ok(())
     }
     pub fn pipelines_cached(&self) -> usize {
         self.pipelines.len()

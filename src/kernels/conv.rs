@@ -335,10 +335,20 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     for ot in [1, 2, 4, 8] {
         v.push(key_lp(ot).half(&["Y"]));
     }
-    v.push(key_tiled("conv_tiled").half(&["Y"]));
-    for e in SG_CORE.iter().map(|e| e.1) {
-        v.push(key_sg(e, 8).half(&["Y"]));
-        v.push(key_sg(e, 32).half(&["Y"]));
+    // ... and reading f16 weights packed once at load (PackedConvWeight), with f16 or f32
+    // outputs
+    for aliases in [&["Y"][..], &["W"][..], &["Y", "W"][..]] {
+        v.push(key_tiled("conv_tiled").half(aliases));
+        for e in SG_CORE.iter().map(|e| e.1) {
+            v.push(key_sg(e, 8).half(aliases));
+            v.push(key_sg(e, 32).half(aliases));
+        }
+        if aliases != ["Y"] {
+            v.push(key_lo().half(aliases));
+            for ot in [1, 2, 4, 8] {
+                v.push(key_lp(ot).half(aliases));
+            }
+        }
     }
     v.push(key_tiled("conv_tiled"));
     v.push(key_tiled("wgrad_tiled"));
@@ -949,10 +959,11 @@ fn run_core(c: &Core) -> Result<()> {
                     (key_lp(ot), wg)
                 }
             };
-            let key = if c.out.dtype() == DType::F16 {
-                key.half(&["Y"])
-            } else {
-                key
+            let key = match (c.out.dtype(), c.wp.dtype()) {
+                (DType::F16, DType::F16) => key.half(&["Y", "W"]),
+                (DType::F16, _) => key.half(&["Y"]),
+                (_, DType::F16) => key.half(&["W"]),
+                _ => key,
             };
             let groups = ctx.grid(c.op, wgs)?;
             ctx.dispatch(
@@ -1339,12 +1350,113 @@ pub fn conv2d_forward(
         None => Tensor::common_dtype(op, &[w], &both)?,
     };
     let geo = check_conv(op, x.shape(), w.shape(), b.map(|b| b.shape()), p)?;
+    let (og, cg) = (geo.o / geo.g, geo.c / geo.g);
+    // Packing widens f16 weights to f32; an f16 bias is widened by a cast (O elements).
+    let wp = Tensor::empty(x.ctx(), &[w.numel()])?;
+    pack_weights(op, w, &wp, 0, geo.g, cg, og, geo.kh, geo.kw, None)?;
+    forward_packed(op, x, xdt, &wp, &geo, b, p, imp)
+}
+
+/// A conv weight packed once into the core's layout (`[g][c][ky][kx][o]`), for weights that
+/// never change (inference models): the forward then skips the per-call packing pass. An f16
+/// weight stays f16 when packed (the core widens it on load), so it costs no extra memory.
+pub struct PackedConvWeight {
+    wp: Tensor,
+    shape: [usize; 4],
+    groups: usize,
+}
+
+impl PackedConvWeight {
+    /// Pack `w` `[O, C/groups, kh, kw]` (f32 or f16). The original may be dropped afterwards.
+    pub fn new(w: &Tensor, groups: usize) -> Result<Self> {
+        let op = "conv2d_pack";
+        Tensor::common_dtype(op, &[w], &[DType::F32, DType::F16])?;
+        let s = w.shape();
+        if s.len() != 4 || groups == 0 || !s[0].is_multiple_of(groups) {
+            return Err(Error::Shape {
+                op,
+                msg: format!("weight {s:?} with {groups} groups: expected [O, C/g, kh, kw]"),
+            });
+        }
+        let (og, cg) = (s[0] / groups, s[1]);
+        let _ng = crate::autograd::no_grad(w.ctx());
+        let wp32 = Tensor::empty(w.ctx(), &[w.numel()])?;
+        pack_weights(op, w, &wp32, 0, groups, cg, og, s[2], s[3], None)?;
+        let wp = crate::kernels::elementwise::cast(&wp32, w.dtype())?;
+        Ok(Self {
+            wp,
+            shape: [s[0], s[1], s[2], s[3]],
+            groups,
+        })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.wp.dtype()
+    }
+}
+
+/// `conv2d` with a pre-packed weight (inference only: no gradient is recorded; an input that
+/// requires one is refused).
+pub fn conv2d_packed(
+    x: &Tensor,
+    w: &PackedConvWeight,
+    b: Option<&Tensor>,
+    p: &Conv2dParams,
+) -> Result<Tensor> {
+    conv2d_packed_impl(x, w, b, p, ConvImpl::Auto)
+}
+
+/// [`conv2d_packed`] with an explicit kernel variant (tests force each one).
+pub fn conv2d_packed_impl(
+    x: &Tensor,
+    w: &PackedConvWeight,
+    b: Option<&Tensor>,
+    p: &Conv2dParams,
+    imp: ConvImpl,
+) -> Result<Tensor> {
+    let op = "conv2d";
+    if p.groups != w.groups {
+        return Err(Error::Shape {
+            op,
+            msg: format!(
+                "packed weight has {} groups, params ask for {}",
+                w.groups, p.groups
+            ),
+        });
+    }
+    if crate::autograd::needs_grad(&[x]) || b.is_some_and(|b| crate::autograd::needs_grad(&[b])) {
+        return Err(Error::Unsupported {
+            op,
+            msg: "a packed (inference) conv weight records no gradient; use conv2d".into(),
+        });
+    }
+    let both = [DType::F32, DType::F16];
+    let xdt = Tensor::common_dtype(op, &[x], &both)?;
+    if let Some(b) = b {
+        Tensor::common_dtype(op, &[b], &both)?;
+    }
+    let geo = check_conv(op, x.shape(), &w.shape, b.map(|b| b.shape()), p)?;
+    forward_packed(op, x, xdt, &w.wp, &geo, b, p, imp)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_packed(
+    op: &'static str,
+    x: &Tensor,
+    xdt: DType,
+    wp: &Tensor,
+    geo: &Geo,
+    b: Option<&Tensor>,
+    p: &Conv2dParams,
+    imp: ConvImpl,
+) -> Result<Tensor> {
     let imp = imp.resolve(x);
     let ctx = x.ctx();
     let (og, cg) = (geo.o / geo.g, geo.c / geo.g);
-    // Packing widens f16 weights to f32; an f16 bias is widened by a cast (O elements).
-    let wp = Tensor::empty(ctx, &[w.numel()])?;
-    pack_weights(op, w, &wp, 0, geo.g, cg, og, geo.kh, geo.kw, None)?;
     let b32 = b
         .map(|b| crate::kernels::elementwise::cast(b, DType::F32))
         .transpose()?;
@@ -1377,7 +1489,7 @@ pub fn conv2d_forward(
             hq: geo.h + 2 * ph,
             wq: geo.w + 2 * pw,
         },
-        wp: &wp,
+        wp,
         g: geo.g,
         lt: og,
         rt: cg,

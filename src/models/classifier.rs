@@ -350,9 +350,9 @@ impl Classifier {
         let input = lay
             .input
             .iter()
-            .map(|b| build_block(b, te, get, get))
+            .map(|b| build_block(b, te, get, get, false))
             .collect::<Result<Vec<_>>>()?;
-        let middle = build_block(&lay.middle, te, get, get)?;
+        let middle = build_block(&lay.middle, te, get, get, false)?;
         let (ch, side) = (lay.ch, config.image_size / lay.ds);
         let len = side * side + 1;
         let out_norm = wb("out.0", &[ch], ch)?;

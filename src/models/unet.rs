@@ -521,23 +521,49 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tenso
     ops::attention(q, k, v, scale)
 }
 
-fn conv3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    ops::conv2d(x, w, Some(b), &Conv2dParams::new(1, 1, PadMode::Zeros))
+/// A conv weight as a model keeps it: plain (differentiable: the classifier needs ∇x), or
+/// packed once at load into the conv core's layout (UNet inference: no per-forward packing
+/// pass over the 0.5 G weights).
+pub(crate) enum ConvW {
+    Plain(Tensor),
+    Packed(ops::PackedConvWeight),
 }
 
-fn conv1(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    ops::conv2d(x, w, Some(b), &Conv2dParams::new(1, 0, PadMode::Zeros))
+impl ConvW {
+    fn new(w: Tensor, pack: bool) -> Result<Self> {
+        Ok(if pack {
+            Self::Packed(ops::PackedConvWeight::new(&w, 1)?)
+        } else {
+            Self::Plain(w)
+        })
+    }
+
+    fn apply(&self, x: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
+        let p = Conv2dParams::new(1, padding, PadMode::Zeros);
+        match self {
+            Self::Plain(w) => ops::conv2d(x, w, Some(b), &p),
+            Self::Packed(w) => ops::conv2d_packed(x, w, Some(b), &p),
+        }
+    }
+}
+
+fn conv3(x: &Tensor, w: &ConvW, b: &Tensor) -> Result<Tensor> {
+    w.apply(x, b, 1)
+}
+
+fn conv1(x: &Tensor, w: &ConvW, b: &Tensor) -> Result<Tensor> {
+    w.apply(x, b, 0)
 }
 
 pub(crate) struct ResBlock {
     cout: usize,
     updown: UpDown,
     in_norm: (Tensor, Tensor),
-    in_conv: (Tensor, Tensor),
+    in_conv: (ConvW, Tensor),
     emb: (Tensor, Tensor),
     out_norm: (Tensor, Tensor),
-    out_conv: (Tensor, Tensor),
-    skip: Option<(Tensor, Tensor)>,
+    out_conv: (ConvW, Tensor),
+    skip: Option<(ConvW, Tensor)>,
 }
 
 impl ResBlock {
@@ -579,8 +605,8 @@ pub(crate) struct AttnBlock {
     heads: usize,
     norm: (Tensor, Tensor),
     /// Conv1d weights stored as 1×1 Conv2d `[3C, C, 1, 1]` / `[C, C, 1, 1]`.
-    qkv: (Tensor, Tensor),
-    proj: (Tensor, Tensor),
+    qkv: (ConvW, Tensor),
+    proj: (ConvW, Tensor),
 }
 
 impl AttnBlock {
@@ -612,7 +638,7 @@ impl AttnBlock {
 }
 
 pub(crate) enum Module {
-    Conv(Tensor, Tensor),
+    Conv(ConvW, Tensor),
     Res(Box<ResBlock>),
     Attn(Box<AttnBlock>),
 }
@@ -641,6 +667,7 @@ pub(crate) fn build_block(
     te: usize,
     get: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
     conv_get: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
+    pack: bool,
 ) -> Result<Vec<Module>> {
     let wb = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
         Ok((
@@ -649,11 +676,15 @@ pub(crate) fn build_block(
         ))
     };
     // Torso convs (conv 3x3, 1x1 skips, attention qkv/proj_out): the UNet's `use_fp16` set.
-    let wc = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
-        Ok((
-            conv_get(&format!("{p}.weight"), ws)?,
-            conv_get(&format!("{p}.bias"), &[bs])?,
-        ))
+    // `ws` is the checkpoint shape; Conv1d weights [O, C, 1] are used as 1x1 Conv2d.
+    let wc = |p: &str, ws: &[usize], bs: usize| -> Result<(ConvW, Tensor)> {
+        let w = conv_get(&format!("{p}.weight"), ws)?;
+        let w = if ws.len() == 3 {
+            w.reshape(&[ws[0], ws[1], ws[2], 1])?
+        } else {
+            w
+        };
+        Ok((ConvW::new(w, pack)?, conv_get(&format!("{p}.bias"), &[bs])?))
     };
     let mut mods = Vec::new();
     for (i, l) in b.layers.iter().enumerate() {
@@ -688,8 +719,8 @@ pub(crate) fn build_block(
                     c,
                     heads,
                     norm: wb(&format!("{p}.norm"), &[c], c)?,
-                    qkv: (qw.reshape(&[3 * c, c, 1, 1])?, qb),
-                    proj: (pw.reshape(&[c, c, 1, 1])?, pb),
+                    qkv: (qw, qb),
+                    proj: (pw, pb),
                 }))
             }
         });
@@ -711,7 +742,7 @@ pub struct Unet {
     middle: Vec<Module>,
     output: Vec<Vec<Module>>,
     out_norm: (Tensor, Tensor),
-    out_conv: (Tensor, Tensor),
+    out_conv: (ConvW, Tensor),
 }
 
 /// Where `Unet::build` takes each tensor from: `(checkpoint key, shape, dtype)`.
@@ -864,14 +895,15 @@ impl Unet {
         ];
         let get32 = |n: &str, sh: &[usize]| get(n, sh, DType::F32);
         let getc = |n: &str, sh: &[usize]| get(n, sh, precision);
-        let build = |b: &Block| build_block(b, te, &get32, &getc);
+        let build = |b: &Block| build_block(b, te, &get32, &getc, true);
         let input = lay.input.iter().map(build).collect::<Result<Vec<_>>>()?;
         let middle = build(&lay.middle)?;
         let output = lay.output.iter().map(build).collect::<Result<Vec<_>>>()?;
         let c0 = config.channel_mult[0] * mc;
         let out_norm = wb("out.0", &[lay.out_ch], lay.out_ch)?;
         let oc = config.out_channels();
-        let out_conv = wb("out.2", &[oc, c0, 3, 3], oc)?;
+        let (ow, ob) = wb("out.2", &[oc, c0, 3, 3], oc)?;
+        let out_conv = (ConvW::new(ow, true)?, ob);
         Ok(Self {
             config,
             ctx: ctx.clone(),

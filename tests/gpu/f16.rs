@@ -147,6 +147,61 @@ fn conv2d_f16_weights_and_activations_match_f32() {
     }
 }
 
+/// Weights packed once (`PackedConvWeight`, f32 or f16, kept in that dtype) give exactly the
+/// result of the per-call packing path, in every kernel variant, for f32 and f16 activations;
+/// gradients are refused.
+#[test]
+fn conv2d_prepacked_weights_equal_per_call_packing() {
+    let Some(ctx) = ctx() else { return };
+    let cases: [([usize; 4], usize, usize, usize); 3] = [
+        ([2, 5, 9, 11], 7, 3, 1),
+        ([1, 16, 8, 8], 24, 3, 1),
+        ([1, 12, 6, 7], 20, 1, 0),
+    ];
+    let mut rng = Rng::new(5);
+    for (xs, o, k, pd) in cases {
+        let ws = [o, xs[1], k, k];
+        let xv = rng.vec(xs.iter().product(), -1.0, 1.0);
+        let wv = rng.vec(ws.iter().product(), -0.5, 0.5);
+        let bv = rng.vec(o, -0.5, 0.5);
+        let (x32, x16) = pair(&ctx, &xv, &xs);
+        let (w32, w16) = pair(&ctx, &wv, &ws);
+        let (b32, b16) = pair(&ctx, &bv, &[o]);
+        let p = Conv2dParams::new(1, pd, PadMode::Zeros);
+        let pk32 = cv::PackedConvWeight::new(&w32, 1).unwrap();
+        let pk16 = cv::PackedConvWeight::new(&w16, 1).unwrap();
+        assert_eq!((pk32.dtype(), pk16.dtype()), (DType::F32, DType::F16));
+        assert_eq!(pk32.shape(), &ws[..]);
+        for imp in [ConvImpl::Software, ConvImpl::SoftwareGeneric, ConvImpl::Gpu] {
+            for (x, w, pk, b) in [
+                (&x32, &w32, &pk32, &b32),
+                (&x32, &w16, &pk16, &b16),
+                (&x16, &w16, &pk16, &b16),
+            ] {
+                let what = format!("{imp:?} {xs:?} k{k} x {:?} w {:?}", x.dtype(), w.dtype());
+                let want = cv::conv2d_impl(x, w, Some(b), &p, imp).unwrap();
+                let got = cv::conv2d_packed_impl(x, pk, Some(b), &p, imp).unwrap();
+                assert_eq!(got.dtype(), want.dtype(), "{what}");
+                assert_eq!(got.to_vec().unwrap(), want.to_vec().unwrap(), "{what}");
+            }
+        }
+    }
+    // Inference only: an input that requires a gradient is refused, not silently cut off.
+    let w = Tensor::from_slice(&ctx, &[0.5; 9], &[1, 1, 3, 3]).unwrap();
+    let pk = cv::PackedConvWeight::new(&w, 1).unwrap();
+    let x = Tensor::from_slice(&ctx, &[1.0; 16], &[1, 1, 4, 4])
+        .unwrap()
+        .into_param();
+    let err = cv::conv2d_packed(&x, &pk, None, &Conv2dParams::new(1, 1, PadMode::Zeros))
+        .expect_err("gradient through a packed weight must be refused");
+    assert!(err.to_string().contains("packed"), "{err}");
+    // Mismatched shapes name both.
+    let x = Tensor::from_slice(&ctx, &[1.0; 32], &[1, 2, 4, 4]).unwrap();
+    let err = cv::conv2d_packed(&x, &pk, None, &Conv2dParams::new(1, 1, PadMode::Zeros))
+        .expect_err("channel mismatch");
+    assert!(err.to_string().contains("[1, 2, 4, 4]"), "{err}");
+}
+
 /// Elementwise add (same shape and broadcast), group_norm(_silu) with f32 affine,
 /// avg_pool2x2, upsample_nearest, concat, slice, transpose2d: f16 in, f16 out, against the f32
 /// op on the same values.
