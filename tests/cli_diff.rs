@@ -233,6 +233,10 @@ fn diff_runs_with_mini_unet() {
         if f32_flag {
             cmd.arg("--f32");
         }
+        if mode == "corrected" {
+            // Intermediate frames every 2 steps (+ the last) and the per-shader table.
+            cmd.args(["--frames", "2", "--profile"]);
+        }
         let (ok, stdout, err) = run(cmd
             .args([
                 img.to_str().unwrap(),
@@ -264,7 +268,18 @@ fn diff_runs_with_mini_unet() {
             "{stdout}"
         );
         assert_eq!(rep["precision"], want, "{rep}");
+        if mode == "corrected" {
+            assert!(stdout.contains("total ms"), "no profile table: {stdout}");
+        }
     }
+    let frames = out.join("obs_frames");
+    for f in ["x0_step002.png", "x0_step003.png"] {
+        assert!(frames.join(f).is_file(), "frame {f}");
+    }
+    assert!(!frames.join("x0_step001.png").exists());
+    // The strip holds one half-size x̂0 per step here (3 steps < 10), 2-px gaps.
+    let strip = image::open(out.join("obs_x0_strip.png")).unwrap();
+    assert_eq!((strip.width(), strip.height()), (3 * 16 + 2 * 2, 16));
     for f in [
         "obs_diffdkp.png",
         "obs_kernel.txt",

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use dkp::Context;
 use dkp::Tensor;
-use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, DiffPriorKind, Warmup};
+use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, DiffPriorKind, Warmup, estimate_image};
 use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
 use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
 use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
@@ -17,6 +17,7 @@ use dkp::io::weights::WeightFile;
 use dkp::models::classifier::{Classifier, ClassifierConfig, missing_classifier_error};
 use dkp::models::unet::{Unet, UnetConfig, missing_weights_error};
 use dkp::rand::Rng;
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum ModeArg {
@@ -110,6 +111,57 @@ pub struct DiffArgs {
     /// in f16 where the adapter has SHADER_F16, as the released model (`use_fp16`).
     #[arg(long = "f32")]
     pub f32: bool,
+    /// Also write the data-consistent estimate x̂0 every N steps to OUT/NAME_frames/.
+    #[arg(long, value_name = "N")]
+    pub frames: Option<usize>,
+    /// Print the per-shader GPU time table at the end.
+    #[arg(long)]
+    pub profile: bool,
+    /// Write a chrome trace of the profiled dispatches to this file (implies --profile).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// Number of x̂0 thumbnails in the NAME_x0_strip.png overview.
+const STRIP_LEN: usize = 10;
+
+/// Half-size (2x2 box) thumbnail of a [3, S, S] image in [0, 1], as an RgbImage.
+fn thumbnail(v: &[f32], size: usize) -> dkp::Result<RgbImage> {
+    let h = size / 2;
+    let mut out = vec![0f64; 3 * h * h];
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..h {
+                let at = |yy: usize, xx: usize| v[(c * size + yy) * size + xx] as f64;
+                out[(c * h + y) * h + x] = 0.25
+                    * (at(2 * y, 2 * x)
+                        + at(2 * y, 2 * x + 1)
+                        + at(2 * y + 1, 2 * x)
+                        + at(2 * y + 1, 2 * x + 1));
+            }
+        }
+    }
+    RgbImage::new(h, h, out)
+}
+
+/// Thumbnails side by side with a 2-px white gap.
+fn strip(tiles: &[RgbImage]) -> dkp::Result<RgbImage> {
+    let (th, tw) = (tiles[0].height, tiles[0].width);
+    let gap = 2;
+    let w = tiles.len() * tw + (tiles.len() - 1) * gap;
+    let mut out = vec![1f64; 3 * th * w];
+    for (i, t) in tiles.iter().enumerate() {
+        let x0 = i * (tw + gap);
+        for c in 0..3 {
+            let plane = t.plane(c);
+            for y in 0..th {
+                for x in 0..tw {
+                    out[(c * th + y) * w + x0 + x] = plane[y * tw + x];
+                }
+            }
+        }
+    }
+    RgbImage::new(w, th, out)
 }
 
 /// The released Diff-DKP observation (§6.1 step 3) from an HR tensor `[1,3,S,S]` in [0,1].
@@ -163,6 +215,13 @@ fn prepare_input(img: RgbImage, size: usize, sf: usize, crop: bool) -> Result<(R
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
+    let mut opts = opts.clone();
+    opts.profile |= args.profile || args.trace.is_some();
+    opts.trace |= args.trace.is_some();
+    let opts = &opts;
+    if args.frames == Some(0) {
+        bail!("--frames must be at least 1");
+    }
     if !args.unet.exists() {
         return Err(missing_weights_error(&args.unet).into());
     }
@@ -302,29 +361,72 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     }
     let mut rng = Rng::new(args.seed ^ 0x5eed);
     let n = args.steps;
+    let name = stem(&args.input);
+    let frames_dir = args.out.join(format!("{name}_frames"));
+    if args.frames.is_some() {
+        std::fs::create_dir_all(&frames_dir)?;
+    }
+    // Steps (counted 1..=n) whose x̂0 goes into the overview strip: evenly spaced, last included.
+    let strip_at: Vec<usize> = (1..=STRIP_LEN.min(n))
+        .map(|j| (j * n).div_ceil(STRIP_LEN.min(n)))
+        .collect();
+    let mut tiles = Vec::new();
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("diff [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let t0 = std::time::Instant::now();
     let (img_t, kernel_t) = dd.run(&mut rng, |i, s| {
-        if i % 10 == 0 || i + 1 == n {
-            let msg = match (s.data_loss, s.prior_loss) {
-                (Some(d), Some(p)) => format!(" data loss {d:.3e}, prior KL {p:.3e}"),
-                _ => String::new(),
-            };
+        let done = n - i;
+        bar.set_position(done as u64);
+        let msg = match (s.data_loss, s.prior_loss) {
+            (Some(d), Some(p)) => format!("data loss {d:.3e}, prior KL {p:.3e}"),
+            _ => String::new(),
+        };
+        bar.set_message(msg.clone());
+        if bar.is_hidden() && (i % 10 == 0 || done == 1) {
             eprintln!(
-                "step {:>3}/{n} ({:.1}s){msg}",
-                n - i,
+                "step {done:>3}/{n} ({:.1}s) {msg}",
                 t0.elapsed().as_secs_f64()
             );
         }
+        let frame = args
+            .frames
+            .is_some_and(|f| done.is_multiple_of(f) || done == n);
+        let in_strip = strip_at.contains(&done);
+        if frame || in_strip {
+            // A readback (sync point): only at frame and strip steps.
+            let v = estimate_image(mode, &s.x0_hat)?.to_vec()?;
+            if frame {
+                let img = RgbImage::new(size, size, v.iter().map(|&x| x as f64).collect())?;
+                save_png(
+                    &frames_dir.join(format!("x0_step{done:03}.png")),
+                    &img,
+                    Quantize::Round,
+                )?;
+            }
+            if in_strip {
+                tiles.push(thumbnail(&v, size)?);
+            }
+        }
         Ok(())
     })?;
+    bar.finish_and_clear();
     let v = img_t.to_vec()?;
     let out = RgbImage::new(size, size, v.iter().map(|&x| x as f64).collect())?;
     let k = Kernel::new(
         dd.cfg.k_size,
         kernel_t.to_vec()?.iter().map(|&x| x as f64).collect(),
     )?;
-    let name = stem(&args.input);
     let png = args.out.join(format!("{name}_diffdkp.png"));
+    if !tiles.is_empty() {
+        save_png(
+            &args.out.join(format!("{name}_x0_strip.png")),
+            &strip(&tiles)?,
+            Quantize::Round,
+        )?;
+    }
     save_png(&png, &out, Quantize::Round)?;
     write_kernel_txt(&args.out.join(format!("{name}_kernel.txt")), &k)?;
     write_kernel_png(&args.out.join(format!("{name}_kernel.png")), &k, 8)?;
@@ -375,5 +477,15 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     let rep = args.out.join(format!("{name}_report.json"));
     dkp::io::write_atomic(&rep, serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("wrote {} and {}", png.display(), rep.display());
+    if opts.profile {
+        if let Some(t) = ctx.with_profiler(|p| p.table()) {
+            println!("\n{t}");
+        }
+        if let Some(path) = &args.trace
+            && let Some(tr) = ctx.with_profiler(|p| p.chrome_trace())
+        {
+            dkp::io::write_atomic(path, tr.as_bytes())?;
+        }
+    }
     Ok(())
 }

@@ -536,13 +536,18 @@ impl<'a> DiffDkp<'a> {
             last = Some(out.x0_hat);
         }
         let x0 = last.ok_or_else(|| Error::Invalid("empty schedule".into()))?;
-        let _ng = no_grad(&self.ctx);
-        let img = if self.cfg.mode.is_faithful() {
-            ops::clamp(&x0, 0.0, 1.0)?
-        } else {
-            ops::clamp(&ops::affine(&x0, 0.5, 0.5)?, 0.0, 1.0)?
-        };
-        Ok((img, self.kernel()?))
+        Ok((estimate_image(self.cfg.mode, &x0)?, self.kernel()?))
+    }
+}
+
+/// A model-range estimate (x̂0) as an image in [0, 1]: clamped in the faithful modes (their
+/// data are in [0, 1]), mapped from [−1, 1] and clamped in corrected mode.
+pub fn estimate_image(mode: DiffMode, x0: &Tensor) -> Result<Tensor> {
+    let _ng = no_grad(x0.ctx());
+    if mode.is_faithful() {
+        ops::clamp(x0, 0.0, 1.0)
+    } else {
+        ops::clamp(&ops::affine(x0, 0.5, 0.5)?, 0.0, 1.0)
     }
 }
 
