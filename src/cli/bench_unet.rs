@@ -33,6 +33,8 @@ struct UnetBench {
     /// synchronised.
     step_s: f64,
     peak_gpu_memory_mib: f64,
+    /// Device memory the buffer pool holds at the end (live tensors + idle pooled buffers).
+    pool_allocated_mib: f64,
     iters: usize,
 }
 
@@ -113,8 +115,10 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
         iters,
     )?;
     let peak = ctx.memory().peak_in_use as f64 / MIB;
+    let pooled = ctx.memory().allocated as f64 / MIB;
     println!(
-        "sampling step (i < 90, with kernel updates): {step:.3} s; peak GPU memory {peak:.0} MiB"
+        "sampling step (i < 90, with kernel updates): {step:.3} s; peak GPU memory {peak:.0} MiB \
+         in live tensors, {pooled:.0} MiB held by the buffer pool"
     );
     if args.profile
         && let Some(t) = ctx.with_profiler(|p| p.table())
@@ -132,6 +136,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
         guidance_s: guidance,
         step_s: step,
         peak_gpu_memory_mib: peak,
+        pool_allocated_mib: pooled,
         iters,
     };
     let json = serde_json::to_string_pretty(&report)?;
