@@ -27,6 +27,14 @@ impl DType {
             DType::F16 => 2,
         }
     }
+
+    /// `"f32"` / `"f16"`, as reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
 }
 
 pub struct TensorInner {

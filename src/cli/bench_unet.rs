@@ -55,10 +55,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
     ctx.wait()?;
     let load_s = t0.elapsed().as_secs_f64();
     let weights = ctx.memory().in_use as f64 / MIB;
-    let precision = match unet.precision() {
-        dkp::DType::F16 => "f16",
-        dkp::DType::F32 => "f32",
-    };
+    let precision = unet.precision().name();
     let classifier = if args.classifier {
         let mut cc = ClassifierConfig::imagenet256();
         cc.image_size = args.size;

@@ -295,10 +295,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         Some((cwf, ccfg)) => Some(Classifier::load(&ctx, ccfg.clone(), cwf)?),
         None => None,
     };
-    let precision = match unet.precision() {
-        dkp::DType::F16 => "f16",
-        dkp::DType::F32 => "f32",
-    };
+    let precision = unet.precision().name();
     println!(
         "UNet precision: {precision} ({})",
         if precision == "f16" {

@@ -129,6 +129,38 @@ impl WeightFile {
         self.meta.info(name).map(|i| i.shape.as_slice())
     }
 
+    /// Check that every `(key, shape)` of a model is in this file with that shape (header
+    /// only, no tensor is read): one error listing the missing and mis-shaped keys (both
+    /// shapes), at most 8 of them, naming the `model` they belong to.
+    pub fn check_shapes(&self, shapes: &[(String, Vec<usize>)], model: &str) -> Result<()> {
+        let mut problems = Vec::new();
+        for (name, shape) in shapes {
+            match self.shape(name) {
+                None => problems.push(format!(
+                    "missing tensor `{name}` (expected shape {shape:?})"
+                )),
+                Some(found) if found != shape.as_slice() => problems.push(format!(
+                    "tensor `{name}` has shape {found:?}, expected {shape:?}"
+                )),
+                _ => {}
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let n = problems.len();
+        let mut msg = format!(
+            "{}: {n} of the {} {model} tensors are missing or mis-shaped: {}",
+            self.path().display(),
+            shapes.len(),
+            problems[..n.min(8)].join("; ")
+        );
+        if n > 8 {
+            msg += &format!("; ... and {} more", n - 8);
+        }
+        Err(Error::Weights(msg))
+    }
+
     /// The free-form `__metadata__` map of the header.
     pub fn metadata(&self) -> Option<&HashMap<String, String>> {
         self.meta.metadata().as_ref()

@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::io::weights::WeightFile;
 use crate::models::unet::{
-    GN_EPS, GN_GROUPS, Module, UnetConfig, build_block, run_block, timestep_embedding,
+    ConfigJson, GN_EPS, GN_GROUPS, Module, UnetConfig, build_block, random_param, run_block,
+    time_mlp,
 };
 use crate::ops::{self, Conv2dParams, PadMode};
 use crate::tensor::Tensor;
@@ -66,32 +67,11 @@ impl ClassifierConfig {
     /// `channel_mult`, `num_head_channels`. Variants not implemented (no scale-shift norm,
     /// conv down-sampling, new attention order in the torso, another pool) are refused.
     pub fn from_json(json: &str) -> Result<Self> {
-        let bad = |m: String| Error::Invalid(format!("classifier config: {m}"));
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let uint = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("missing or non-integer `{k}`")))
-        };
-        let list = |k: &str| -> Result<Vec<usize>> {
-            v.get(k)
-                .and_then(|x| x.as_array())
-                .ok_or_else(|| bad(format!("missing list `{k}`")))?
-                .iter()
-                .map(|x| x.as_u64().map(|x| x as usize))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(format!("`{k}` must hold integers")))
-        };
-        let flag = |k: &str, want: bool| -> Result<()> {
-            match v.get(k).and_then(|x| x.as_bool()) {
-                Some(b) if b != want => Err(bad(format!(
-                    "`{k}` = {b} is not supported (only {want}, as guided-diffusion's classifiers)"
-                ))),
-                _ => Ok(()),
-            }
-        };
+        let j = ConfigJson::parse(json, "classifier config")?;
+        let (v, bad) = (&j.v, |m: String| j.bad(m));
+        let uint = |k: &str| j.uint(k);
+        let list = |k: &str| j.list(k);
+        let flag = |k: &str, want: bool| j.flag(k, want, "as guided-diffusion's classifiers");
         flag("use_scale_shift_norm", true)?;
         flag("resblock_updown", true)?;
         flag("use_new_attention_order", false)?;
@@ -212,38 +192,7 @@ impl ClassifierConfig {
     /// Check every key of this config against a weight file's header (no tensor is read):
     /// one error listing the missing and mis-shaped keys (with both shapes).
     pub fn check_file(&self, wf: &WeightFile) -> Result<()> {
-        let shapes = self.param_shapes()?;
-        let mut problems = Vec::new();
-        for (name, shape) in &shapes {
-            match wf.shape(name) {
-                None => problems.push(format!(
-                    "missing tensor `{name}` (expected shape {shape:?})"
-                )),
-                Some(found) if found != shape.as_slice() => problems.push(format!(
-                    "tensor `{name}` has shape {found:?}, expected {shape:?}"
-                )),
-                _ => {}
-            }
-        }
-        if problems.is_empty() {
-            return Ok(());
-        }
-        let n = problems.len();
-        let mut msg = format!(
-            "{}: {n} of the {} classifier tensors are missing or mis-shaped: ",
-            wf.path().display(),
-            shapes.len()
-        );
-        msg += &problems
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ");
-        if n > 8 {
-            msg += &format!("; ... and {} more", n - 8);
-        }
-        Err(Error::Weights(msg))
+        wf.check_shapes(&self.param_shapes()?, "classifier")
     }
 }
 
@@ -297,36 +246,17 @@ impl Classifier {
         })
     }
 
-    /// A model with deterministic pseudo-random weights (uniform with PyTorch's fan-in bound
-    /// for weights and biases, GroupNorm γ = 1, β = 0, positional embedding N(0, 1/C)), for
+    /// A model with deterministic pseudo-random weights (the UNet's `random_param`), for
     /// benchmarks of configurations whose weights are not available.
     pub fn random(ctx: &Arc<Context>, config: ClassifierConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         let rng = std::cell::RefCell::new(crate::rand::Rng::new(seed));
         Self::build(ctx, config, &|name: &str, shape: &[usize]| {
-            let n: usize = shape.iter().product();
-            let mut r = rng.borrow_mut();
-            let is_norm = name.contains("norm")
-                || name.contains("in_layers.0.")
-                || name.contains("out_layers.0.")
-                || name.starts_with("out.0.");
-            let v: Vec<f32> = if is_norm {
-                vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; n]
-            } else if name.ends_with("positional_embedding") {
-                let s = 1.0 / (shape[0] as f64).sqrt();
-                (0..n).map(|_| (r.normal() * s) as f32).collect()
-            } else {
-                let fan_in: usize = if shape.len() > 1 {
-                    shape[1..].iter().product()
-                } else {
-                    shape[0]
-                };
-                let bound = 1.0 / (fan_in as f64).sqrt();
-                (0..n)
-                    .map(|_| ((r.uniform() * 2.0 - 1.0) * bound) as f32)
-                    .collect()
-            };
-            Tensor::from_slice(ctx, &v, shape)
+            Tensor::from_slice(
+                ctx,
+                &random_param(name, shape, &mut rng.borrow_mut()),
+                shape,
+            )
         })
     }
 
@@ -375,14 +305,7 @@ impl Classifier {
 
     /// `MLP(TE(t))`, `[1, time_embed_dim]` (no label embedding).
     fn embedding(&self, t: f64) -> Result<Tensor> {
-        let mc = self.config.model_channels;
-        let t_emb = Tensor::from_slice(&self.ctx, &timestep_embedding(t, mc), &[1, mc])?;
-        let h = ops::linear(&t_emb, &self.time_embed[0].0, Some(&self.time_embed[0].1))?;
-        ops::linear(
-            &ops::silu(&h)?,
-            &self.time_embed[1].0,
-            Some(&self.time_embed[1].1),
-        )
+        time_mlp(&self.ctx, &self.time_embed, t, self.config.model_channels)
     }
 
     /// `AttentionPool2d` on `h: [N, C, side, side]` (after GN + SiLU): logits `[N, classes]`.

@@ -29,6 +29,54 @@ use crate::tensor::{DType, Tensor};
 pub(crate) const GN_GROUPS: usize = 32;
 pub(crate) const GN_EPS: f32 = 1e-5;
 
+/// A guided-diffusion model configuration in JSON (a safetensors `config` metadata entry),
+/// read with errors prefixed by `what`.
+pub(crate) struct ConfigJson {
+    pub(crate) v: serde_json::Value,
+    what: &'static str,
+}
+
+impl ConfigJson {
+    pub(crate) fn parse(json: &str, what: &'static str) -> Result<Self> {
+        let v = serde_json::from_str(json)
+            .map_err(|e| Error::Invalid(format!("{what}: not JSON: {e}")))?;
+        Ok(Self { v, what })
+    }
+
+    pub(crate) fn bad(&self, m: String) -> Error {
+        Error::Invalid(format!("{}: {m}", self.what))
+    }
+
+    pub(crate) fn uint(&self, k: &str) -> Result<usize> {
+        self.v
+            .get(k)
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+            .ok_or_else(|| self.bad(format!("missing or non-integer `{k}`")))
+    }
+
+    pub(crate) fn list(&self, k: &str) -> Result<Vec<usize>> {
+        self.v
+            .get(k)
+            .and_then(|x| x.as_array())
+            .ok_or_else(|| self.bad(format!("missing list `{k}`")))?
+            .iter()
+            .map(|x| x.as_u64().map(|x| x as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| self.bad(format!("`{k}` must hold integers")))
+    }
+
+    /// A boolean option this port supports only as `want` (absent = fine).
+    pub(crate) fn flag(&self, k: &str, want: bool, like: &str) -> Result<()> {
+        match self.v.get(k).and_then(|x| x.as_bool()) {
+            Some(b) if b != want => Err(self.bad(format!(
+                "`{k}` = {b} is not supported (only {want}, {like})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Hyper-parameters of a guided-diffusion `UNetModel` (only the variant Diff-DKP uses:
 /// scale-shift norm, res-block up/down, legacy attention order, no dropout at inference).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -75,32 +123,11 @@ impl UnetConfig {
     /// port does not implement (no scale-shift norm, conv up/down, new attention order,
     /// `num_heads_upsample` ≠ -1) are refused.
     pub fn from_json(json: &str) -> Result<Self> {
-        let bad = |m: String| Error::Invalid(format!("UNet config: {m}"));
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let uint = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("missing or non-integer `{k}`")))
-        };
-        let list = |k: &str| -> Result<Vec<usize>> {
-            v.get(k)
-                .and_then(|x| x.as_array())
-                .ok_or_else(|| bad(format!("missing list `{k}`")))?
-                .iter()
-                .map(|x| x.as_u64().map(|x| x as usize))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(format!("`{k}` must hold integers")))
-        };
-        let flag = |k: &str, want: bool| -> Result<()> {
-            match v.get(k).and_then(|x| x.as_bool()) {
-                Some(b) if b != want => Err(bad(format!(
-                    "`{k}` = {b} is not supported (only {want}, as the 256² Diff-DKP model)"
-                ))),
-                _ => Ok(()),
-            }
-        };
+        let j = ConfigJson::parse(json, "UNet config")?;
+        let (v, bad) = (&j.v, |m: String| j.bad(m));
+        let uint = |k: &str| j.uint(k);
+        let list = |k: &str| j.list(k);
+        let flag = |k: &str, want: bool| j.flag(k, want, "as the 256² Diff-DKP model");
         flag("use_scale_shift_norm", true)?;
         flag("resblock_updown", true)?;
         flag("use_new_attention_order", false)?;
@@ -381,38 +408,7 @@ impl UnetConfig {
     /// Check every key of this config against a weight file's header (no tensor is read):
     /// one error listing the missing and mis-shaped keys (with both shapes).
     pub fn check_file(&self, wf: &WeightFile) -> Result<()> {
-        let mut problems = Vec::new();
-        let shapes = self.param_shapes()?;
-        for (name, shape) in &shapes {
-            match wf.shape(name) {
-                None => problems.push(format!(
-                    "missing tensor `{name}` (expected shape {shape:?})"
-                )),
-                Some(found) if found != shape.as_slice() => problems.push(format!(
-                    "tensor `{name}` has shape {found:?}, expected {shape:?}"
-                )),
-                _ => {}
-            }
-        }
-        if problems.is_empty() {
-            return Ok(());
-        }
-        let n = problems.len();
-        let mut msg = format!(
-            "{}: {n} of the {} UNet tensors are missing or mis-shaped: ",
-            wf.path().display(),
-            shapes.len()
-        );
-        msg += &problems
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ");
-        if n > 8 {
-            msg += &format!("; ... and {} more", n - 8);
-        }
-        Err(Error::Weights(msg))
+        wf.check_shapes(&self.param_shapes()?, "UNet")
     }
 }
 
@@ -745,6 +741,48 @@ pub struct Unet {
     out_conv: (ConvW, Tensor),
 }
 
+/// Deterministic stand-in for checkpoint tensor `name` (guided-diffusion key naming), for
+/// models built without their weights: GroupNorm γ = 1, β = 0; a positional embedding
+/// N(0, 1/C); everything else uniform within PyTorch's default ±1/sqrt(fan_in) (fan_in of a
+/// 1-D tensor = its length).
+pub(crate) fn random_param(name: &str, shape: &[usize], r: &mut crate::rand::Rng) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let is_norm = name.contains("norm")
+        || name.contains("in_layers.0.")
+        || name.contains("out_layers.0.")
+        || name.starts_with("out.0.");
+    if is_norm {
+        vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; n]
+    } else if name.ends_with("positional_embedding") {
+        let s = 1.0 / (shape[0] as f64).sqrt();
+        (0..n).map(|_| (r.normal() * s) as f32).collect()
+    } else {
+        let fan_in: usize = if shape.len() > 1 {
+            shape[1..].iter().product()
+        } else {
+            n
+        };
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        (0..n)
+            .map(|_| ((r.uniform() * 2.0 - 1.0) * bound) as f32)
+            .collect()
+    }
+}
+
+/// `Lin(SiLU(Lin(TE(t))))`, the timestep-embedding MLP shared by the UNet and the classifier,
+/// `[1, 4·model_channels]`.
+pub(crate) fn time_mlp(
+    ctx: &Arc<Context>,
+    layers: &[(Tensor, Tensor); 2],
+    t: f64,
+    model_channels: usize,
+) -> Result<Tensor> {
+    let mc = model_channels;
+    let t_emb = Tensor::from_slice(ctx, &timestep_embedding(t, mc), &[1, mc])?;
+    let h = ops::linear(&t_emb, &layers[0].0, Some(&layers[0].1))?;
+    ops::linear(&ops::silu(&h)?, &layers[1].0, Some(&layers[1].1))
+}
+
 /// Where `Unet::build` takes each tensor from: `(checkpoint key, shape, dtype)`.
 type TensorSource<'a> = dyn Fn(&str, &[usize], DType) -> Result<Tensor> + 'a;
 
@@ -810,9 +848,8 @@ impl Unet {
         )
     }
 
-    /// A model with deterministic pseudo-random weights (uniform, PyTorch's default fan-in
-    /// bound for weights, small biases, GroupNorm γ = 1, β = 0), for benchmarks and memory
-    /// measurements of configurations whose weights are not available.
+    /// A model with deterministic pseudo-random weights ([`random_param`]), for benchmarks
+    /// and memory measurements of configurations whose weights are not available.
     pub fn random(ctx: &Arc<Context>, config: UnetConfig, seed: u64) -> Result<Self> {
         Self::random_with(ctx, config, seed, Self::default_precision(ctx))
     }
@@ -833,25 +870,7 @@ impl Unet {
                 .collect::<Vec<f32>>()
         });
         let get = |name: &str, shape: &[usize], dt: DType| -> Result<Tensor> {
-            let n: usize = shape.iter().product();
-            let is_norm = name.contains("norm")
-                || name.contains("in_layers.0.")
-                || name.contains("out_layers.0.")
-                || name.starts_with("out.0.");
-            let v: Vec<f32> = if is_norm {
-                vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; n]
-            } else {
-                let fan_in: usize = if shape.len() > 1 {
-                    shape[1..].iter().product()
-                } else {
-                    1000
-                };
-                let bound = 1.0 / (fan_in as f64).sqrt();
-                let mut r = rng.borrow_mut();
-                (0..n)
-                    .map(|_| ((r.uniform() * 2.0 - 1.0) * bound) as f32)
-                    .collect()
-            };
+            let v = random_param(name, shape, &mut rng.borrow_mut());
             match dt {
                 DType::F16 => {
                     let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
@@ -950,15 +969,8 @@ impl Unet {
 
     /// The conditioning vector `emb = MLP(TE(t)) + E[y]`, `[1, time_embed_dim]`.
     pub fn embedding(&self, t: f64, y: Option<usize>) -> Result<Tensor> {
-        let mc = self.config.model_channels;
         let te = self.config.time_embed_dim();
-        let t_emb = Tensor::from_slice(&self.ctx, &timestep_embedding(t, mc), &[1, mc])?;
-        let h = ops::linear(&t_emb, &self.time_embed[0].0, Some(&self.time_embed[0].1))?;
-        let emb = ops::linear(
-            &ops::silu(&h)?,
-            &self.time_embed[1].0,
-            Some(&self.time_embed[1].1),
-        )?;
+        let emb = time_mlp(&self.ctx, &self.time_embed, t, self.config.model_channels)?;
         match (&self.label_emb, y, self.config.num_classes) {
             (Some(tab), Some(y), Some(nc)) => {
                 if y >= nc {
