@@ -231,6 +231,8 @@ pub struct DiffDkp<'a> {
     pub prior: DiffPrior,
     /// Move_X_backward(y) in the model's data range.
     y_shifted: Tensor,
+    /// Zero gradients for every kernel-net parameter (F1's no-op updates), built once.
+    zero_grads: Option<autograd::Grads>,
     ctx: Arc<Context>,
 }
 
@@ -270,6 +272,7 @@ impl<'a> DiffDkp<'a> {
             adam,
             prior,
             y_shifted,
+            zero_grads: None,
             ctx,
         })
     }
@@ -342,11 +345,17 @@ impl<'a> DiffDkp<'a> {
     /// does for the released code's graph-less losses (zero_grad leaves zero tensors, so Adam
     /// still moves φ on its stale moments).
     pub fn zero_grad_step(&mut self) -> Result<()> {
-        let mut grads = autograd::Grads::default();
-        for p in self.kernel_net.params.tensors() {
-            grads.insert(p, Tensor::zeros(&self.ctx, p.shape())?);
+        if self.zero_grads.is_none() {
+            let mut grads = autograd::Grads::default();
+            for p in self.kernel_net.params.tensors() {
+                grads.insert(p, Tensor::zeros(&self.ctx, p.shape())?);
+            }
+            self.zero_grads = Some(grads);
         }
-        self.adam.step(&grads)
+        match &self.zero_grads {
+            Some(grads) => self.adam.step(grads),
+            None => Ok(()),
+        }
     }
 
     /// One Adam step on the MCMC-weighted prior Σ_l w_l·KL(k_l ‖ G(c)) (spec §2.2 weights
@@ -367,9 +376,13 @@ impl<'a> DiffDkp<'a> {
                     &self.y_shifted,
                 )?);
             }
-            e.iter()
-                .map(|t| t.item().map(|v| v as f64))
-                .collect::<Result<Vec<_>>>()?
+            // One readback for the L errors, not L.
+            let refs: Vec<&Tensor> = e.iter().collect();
+            ops::concat(&refs, 0)?
+                .to_vec()?
+                .iter()
+                .map(|&v| v as f64)
+                .collect::<Vec<_>>()
         };
         let w = crate::dkp::kernels::mcmc_weights(&errs);
         let g = self.kernel_net.forward()?;
