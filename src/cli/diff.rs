@@ -125,25 +125,6 @@ pub struct DiffArgs {
 /// Number of x̂0 thumbnails in the NAME_x0_strip.png overview.
 const STRIP_LEN: usize = 10;
 
-/// Half-size (2x2 box) thumbnail of a [3, S, S] image in [0, 1], as an RgbImage.
-fn thumbnail(v: &[f32], size: usize) -> dkp::Result<RgbImage> {
-    let h = size / 2;
-    let mut out = vec![0f64; 3 * h * h];
-    for c in 0..3 {
-        for y in 0..h {
-            for x in 0..h {
-                let at = |yy: usize, xx: usize| v[(c * size + yy) * size + xx] as f64;
-                out[(c * h + y) * h + x] = 0.25
-                    * (at(2 * y, 2 * x)
-                        + at(2 * y, 2 * x + 1)
-                        + at(2 * y + 1, 2 * x)
-                        + at(2 * y + 1, 2 * x + 1));
-            }
-        }
-    }
-    RgbImage::new(h, h, out)
-}
-
 /// Thumbnails side by side with a 2-px white gap.
 fn strip(tiles: &[RgbImage]) -> dkp::Result<RgbImage> {
     let (th, tw) = (tiles[0].height, tiles[0].width);
@@ -392,19 +373,23 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
             .frames
             .is_some_and(|f| done.is_multiple_of(f) || done == n);
         let in_strip = strip_at.contains(&done);
+        // Readbacks (sync points) happen only at frame and strip steps.
         if frame || in_strip {
-            // A readback (sync point): only at frame and strip steps.
-            let v = estimate_image(mode, &s.x0_hat)?.to_vec()?;
+            let img = estimate_image(mode, &s.x0_hat)?;
+            let host = |t: &Tensor, side: usize| -> dkp::Result<RgbImage> {
+                let v = t.to_vec()?;
+                RgbImage::new(side, side, v.iter().map(|&x| x as f64).collect())
+            };
             if frame {
-                let img = RgbImage::new(size, size, v.iter().map(|&x| x as f64).collect())?;
                 save_png(
                     &frames_dir.join(format!("x0_step{done:03}.png")),
-                    &img,
+                    &host(&img, size)?,
                     Quantize::Round,
                 )?;
             }
             if in_strip {
-                tiles.push(thumbnail(&v, size)?);
+                // Half-size thumbnail (2x2 box) made on the GPU: a quarter of the readback.
+                tiles.push(host(&dkp::ops::avg_pool2x2(&img)?, size / 2)?);
             }
         }
         Ok(())
