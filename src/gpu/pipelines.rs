@@ -75,6 +75,16 @@ impl KernelKey {
         }
         self
     }
+
+    /// [`Self::half`] for tensors of dtype `d`: the named aliases become f16 only when `d` is
+    /// f16 (the f32 key is returned unchanged otherwise).
+    pub fn half_for(self, d: crate::tensor::DType, aliases: &[&'static str]) -> Self {
+        if d == crate::tensor::DType::F16 {
+            self.half(aliases)
+        } else {
+            self
+        }
+    }
     pub fn with(mut self, name: &'static str, v: Const) -> Self {
         self.consts.push((name, v));
         self

@@ -156,12 +156,11 @@ pub fn attention_fwd_tuned(
     if tu == Tuning::Software {
         p.nblk = t.div_ceil((WG * TQ) as usize) as u32;
     }
-    let half: &[&'static str] = if dt == DType::F16 { &["AT"] } else { &[] };
     let groups = ctx.grid("attention", (bh * p.nblk as usize) as u64)?;
     let flops = 2.0 * (bh * t * s * (d + dv)) as f64;
     ctx.dispatch(
         "attention",
-        &key(entry("fwd", tu)).half(half),
+        &key(entry("fwd", tu)).half_for(dt, &["AT"]),
         bytemuck::bytes_of(&p),
         &[q.range(), k.range(), v.range(), o.range(), lse.range()],
         groups,

@@ -148,11 +148,6 @@ fn chunk_elems(t: &Tensor) -> usize {
     ((max / align) * align).max(align) as usize
 }
 
-/// Aliases rendered as f16 for a kernel whose `names` are of dtype `d`.
-fn half_if(d: DType, names: &'static [&'static str]) -> &'static [&'static str] {
-    if d == DType::F16 { names } else { &[] }
-}
-
 /// `x` converted to `dtype` (f32 -> f16 rounds to nearest even, overflowing to ±inf; f16 ->
 /// f32 is exact). A tensor already of that dtype is returned as is. Not differentiable.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
@@ -419,7 +414,7 @@ fn run_binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out_shape = broadcast_shape(op.name(), a.shape(), b.shape())?;
     let out = Tensor::empty_dtype(ctx, &out_shape, dt)?;
     let n = out.numel();
-    let k = key("binary", op as u32).half(half_if(dt, &["A"]));
+    let k = key("binary", op as u32).half_for(dt, &["A"]);
     let same = a.shape() == b.shape();
     if same {
         // Same shape: split freely on aligned chunks.

@@ -695,7 +695,7 @@ pub fn transpose2d_raw(x: &Tensor) -> Result<Tensor> {
         let groups = ctx.grid(op, (n as u64).div_ceil(256))?;
         ctx.dispatch(
             op,
-            &transpose_key().half(if dt == DType::F16 { &["TE"] } else { &[] }),
+            &transpose_key().half_for(dt, &["TE"]),
             bytemuck::bytes_of(&p),
             &[xw, yw],
             groups,

@@ -212,18 +212,13 @@ fn check_u32(op: &'static str, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// The aliases rendered as f16 for an input `x` (f16 activations: `X`).
-fn xh(x: &Tensor) -> &'static [&'static str] {
-    if x.dtype() == DType::F16 { &["X"] } else { &[] }
-}
-
 /// Statistics (mean, rstd) per set, as a `[nsets, 2]` tensor.
 fn stats_raw(op: &'static str, x: &Tensor, lay: &Layout, eps: f32) -> Result<Tensor> {
     let ctx = x.ctx();
     let part = Tensor::empty(ctx, &[3 * lay.p * lay.nplanes])?;
     let stats = Tensor::empty(ctx, &[lay.nsets, 2])?;
     let base = base_params(lay, eps, 0.0);
-    let k = key("partial_stats", NormAct::None).half(xh(x));
+    let k = key("partial_stats", NormAct::None).half_for(x.dtype(), &["X"]);
     for ch in plane_chunks(op, &[(x, lay.l)], lay.nplanes)? {
         let n = ch.np * lay.p;
         let p = Params {
@@ -275,7 +270,7 @@ fn forward_raw(
     let stats = stats_raw(op, x, lay, eps)?;
     let y = Tensor::empty_dtype(ctx, x.shape(), x.dtype())?;
     let base = base_params(lay, eps, slope);
-    let k = key("apply_fwd", act).half(xh(x));
+    let k = key("apply_fwd", act).half_for(x.dtype(), &["X"]);
     for ch in plane_chunks(op, &[(x, lay.l), (&y, lay.l)], lay.nplanes)? {
         let n = ch.np * lay.l;
         let cpp = lay.l.div_ceil((WG * EPT) as usize);

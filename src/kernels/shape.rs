@@ -356,11 +356,7 @@ fn strided_copy(
             ),
         });
     }
-    let k = if es == 2 {
-        key("copy").half(&["C"])
-    } else {
-        key("copy")
-    };
+    let k = key("copy").half_for(src.dtype(), &["C"]);
     let mut a = 0;
     while a < d6[lead] {
         let c = per.min(d6[lead] - a);
