@@ -181,7 +181,7 @@ def selftest():
                tuple(cfg["attention_resolutions"]), cfg["num_head_channels"], cfg["num_classes"],
                cfg.get("in_channels", 3), cfg["out_channels"])
     sd = {k: v for k, v in w.items() if not k.startswith("__")}
-    missing, unexpected = net.load_state_dict(sd, strict=True), None
+    net.load_state_dict(sd, strict=True)  # every checkpoint key, exact shapes
     with torch.no_grad():
         out = net(w["__input_x"], int(meta["timestep"]), int(meta["class"]))
     err = (out - w["__output"]).abs().max().item()
