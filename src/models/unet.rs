@@ -680,7 +680,10 @@ pub(crate) fn build_block(
         } else {
             w
         };
-        Ok((ConvW::new(w, pack)?, conv_get(&format!("{p}.bias"), &[bs])?))
+        let b = conv_get(&format!("{p}.bias"), &[bs])?;
+        // The conv core adds an f32 bias: widen an f16 one (exactly) once here, not per forward.
+        let b = if pack { ops::cast(&b, DType::F32)? } else { b };
+        Ok((ConvW::new(w, pack)?, b))
     };
     let mut mods = Vec::new();
     for (i, l) in b.layers.iter().enumerate() {
