@@ -215,8 +215,10 @@ pub struct StepOut {
     pub x0_hat: Tensor,
     /// The kernel used by this step's closed form (before its updates), `[K, K]`.
     pub kernel: Tensor,
-    pub data_loss: Option<f32>,
-    pub prior_loss: Option<f32>,
+    /// The step's last data / prior loss (scalar tensors; reading one is a sync point, so
+    /// callers read them only when they report).
+    pub data_loss: Option<Tensor>,
+    pub prior_loss: Option<Tensor>,
 }
 
 /// The sampler state for one image.
@@ -332,13 +334,13 @@ impl<'a> DiffDkp<'a> {
         Tensor::from_slice(&self.ctx, &v, &[self.cfg.k_size, self.cfg.k_size])
     }
 
-    /// One Adam step on KL(target ‖ G(c)); returns the loss before the step.
-    pub fn prior_step(&mut self, target: &[f64]) -> Result<f32> {
+    /// One Adam step on KL(target ‖ G(c)); returns the loss before the step (on the GPU).
+    pub fn prior_step(&mut self, target: &[f64]) -> Result<Tensor> {
         let t = self.upload_kernel(target)?;
         let loss = ddnm::kernel_kl(&t, &self.kernel_net.forward()?)?;
         let grads = autograd::backward(&loss)?;
         self.adam.step(&grads)?;
-        loss.item()
+        Ok(loss)
     }
 
     /// One Adam step with a zero gradient for every kernel-net parameter: what PyTorch 1.7
@@ -360,8 +362,8 @@ impl<'a> DiffDkp<'a> {
 
     /// One Adam step on the MCMC-weighted prior Σ_l w_l·KL(k_l ‖ G(c)) (spec §2.2 weights
     /// from the data errors e_l = MSE(k_l ⊛ sg(x̂0), Move_X_backward(y)), constants for the
-    /// gradient). Returns the weighted loss.
-    pub fn mcmc_prior_step(&mut self, x0_hat: &Tensor, targets: &[Vec<f64>]) -> Result<f32> {
+    /// gradient). Returns the weighted loss (on the GPU).
+    pub fn mcmc_prior_step(&mut self, x0_hat: &Tensor, targets: &[Vec<f64>]) -> Result<Tensor> {
         let ks = targets
             .iter()
             .map(|k| self.upload_kernel(k))
@@ -397,17 +399,18 @@ impl<'a> DiffDkp<'a> {
         let loss = loss.ok_or_else(|| Error::Invalid("MCMC prior step without kernels".into()))?;
         let grads = autograd::backward(&loss)?;
         self.adam.step(&grads)?;
-        loss.item()
+        Ok(loss)
     }
 
-    /// One Adam step on MSE(G(c) ⊛ sg(x̂0), Move_X_backward(y)); returns the loss.
-    pub fn data_step(&mut self, x0_hat: &Tensor) -> Result<f32> {
+    /// One Adam step on MSE(G(c) ⊛ sg(x̂0), Move_X_backward(y)); returns the loss (on the
+    /// GPU).
+    pub fn data_step(&mut self, x0_hat: &Tensor) -> Result<Tensor> {
         let k = self.kernel_net.forward()?;
         let pred = ddnm::circular_blur(&x0_hat.detach(), &k)?;
         let loss = ops::mse_loss(&pred, &self.y_shifted)?;
         let grads = autograd::backward(&loss)?;
         self.adam.step(&grads)?;
-        loss.item()
+        Ok(loss)
     }
 
     /// The kernel warm-up of `cfg.warmup`.

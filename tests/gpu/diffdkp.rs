@@ -130,8 +130,8 @@ fn step_case(mode: DiffMode) {
         }
         DiffMode::FaithfulTorch17 => unreachable!(),
         DiffMode::Corrected => {
-            let dl = out.data_loss.unwrap() as f64;
-            let pl = out.prior_loss.unwrap() as f64;
+            let dl = out.data_loss.unwrap().item().unwrap() as f64;
+            let pl = out.prior_loss.unwrap().item().unwrap() as f64;
             let (wd, wp) = (
                 f.get("step_corrected_data_loss").1[0] as f64,
                 f.get("step_corrected_prior_loss").1[0] as f64,
@@ -248,7 +248,7 @@ fn diff_dkp_mcmc_weighted_prior_step_matches_golden() {
     let out = dd
         .step(i, &x_t, Some(&xi), Some(&krs), &mut Rng::new(0))
         .unwrap();
-    let pl = out.prior_loss.unwrap() as f64;
+    let pl = out.prior_loss.unwrap().item().unwrap() as f64;
     let want = f.get("mcmc_prior_loss").1[0] as f64;
     assert!(
         (pl - want).abs() <= 1e-4 * want.abs(),
