@@ -16,9 +16,8 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn set5() -> Option<PathBuf> {
-    let p = dkp::testing::testvectors_dir()?.join("set5_official_inputs");
-    p.is_dir().then_some(p)
+fn set5() -> PathBuf {
+    dkp::testing::testvectors_dir().join("set5_official_inputs")
 }
 
 /// Run and return (success, stdout, stderr); asserts that nothing panicked.
@@ -42,15 +41,7 @@ fn prepare_two_images_and_refuse_overwrite() {
     let names = ["baby", "bird"];
     let src = set5();
     for n in names {
-        let from = match &src {
-            Some(s) => s.join(format!("HR/{n}.png")),
-            None => fixtures().join(if n == "baby" {
-                "eval/hr/a.png"
-            } else {
-                "eval/hr/b.png"
-            }),
-        };
-        std::fs::copy(from, hr.join(format!("{n}.png"))).unwrap();
+        std::fs::copy(src.join(format!("HR/{n}.png")), hr.join(format!("{n}.png"))).unwrap();
     }
     let out = tmp.path().join("out");
     let (ok, stdout, stderr) = run(dkp()
@@ -73,20 +64,18 @@ fn prepare_two_images_and_refuse_overwrite() {
         let k = dkp::io::kernel::read_kernel(&out.join(format!("gt_k_x2/{n}.mat"))).unwrap();
         let kt = dkp::io::kernel::read_kernel(&out.join(format!("gt_k_x2/{n}.txt"))).unwrap();
         assert_eq!(k, kt, "txt and mat kernels differ");
-        if let Some(s) = &src {
-            let want = dkp::io::kernel::read_kernel(&s.join(format!("x2/gt_k/{n}.mat"))).unwrap();
-            assert_eq!(k, want, "{n}: kernel differs from the official x2 kernel");
-            let lr = dkp::io::image::load_rgb(&out.join(format!("lr_x2/{n}.png"))).unwrap();
-            let off = dkp::io::image::load_rgb(&s.join(format!("x2/lr/{n}.png"))).unwrap();
-            assert_eq!((lr.width, lr.height), (off.width, off.height));
-            let bad = lr
-                .data
-                .iter()
-                .zip(&off.data)
-                .filter(|(a, b)| ((*a - *b) * 255.0).abs() > 1.5)
-                .count();
-            assert_eq!(bad, 0, "{n}: LR differs by more than one level");
-        }
+        let want = dkp::io::kernel::read_kernel(&src.join(format!("x2/gt_k/{n}.mat"))).unwrap();
+        assert_eq!(k, want, "{n}: kernel differs from the official x2 kernel");
+        let lr = dkp::io::image::load_rgb(&out.join(format!("lr_x2/{n}.png"))).unwrap();
+        let off = dkp::io::image::load_rgb(&src.join(format!("x2/lr/{n}.png"))).unwrap();
+        assert_eq!((lr.width, lr.height), (off.width, off.height));
+        let bad = lr
+            .data
+            .iter()
+            .zip(&off.data)
+            .filter(|(a, b)| ((*a - *b) * 255.0).abs() > 1.5)
+            .count();
+        assert_eq!(bad, 0, "{n}: LR differs by more than one level");
     }
     assert!(out.join("index_x2.txt").is_file());
     // no stray temporary files

@@ -24,9 +24,7 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 }
 
 fn mini_unet() -> PathBuf {
-    dkp::testing::testvectors_dir()
-        .expect("../shared/spec/testvectors is missing")
-        .join("unet_mini_reference.safetensors")
+    dkp::testing::testvectors_dir().join("unet_mini_reference.safetensors")
 }
 
 fn write_image(dir: &Path, name: &str, w: usize, h: usize) -> PathBuf {

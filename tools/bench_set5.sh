@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-S=../shared/spec/testvectors/set5_official_inputs
+S=tests/fixtures/spec/set5_official_inputs
 [ -d "$S" ] || { echo "Set5 inputs not found at $S" >&2; exit 1; }
 cargo build --release -q
 bin="${CARGO_TARGET_DIR:-target}/release/dkp"

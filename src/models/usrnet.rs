@@ -405,23 +405,23 @@ mod tests {
         assert_eq!(keys.len(), 42);
         let n: usize = keys.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         assert_eq!(n, 590_332);
+        // The spec's key list, committed beside the converter's key maps.
         let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/spec/checkpoint_keys/usrnet_tiny_keys.txt");
-        if let Ok(text) = std::fs::read_to_string(spec) {
-            let want: Vec<String> = text
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
-                .collect();
-            let got: Vec<String> = keys
-                .iter()
-                .map(|(k, s)| {
-                    let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
-                    format!("{k} [{}]", dims.join(", "))
-                })
-                .collect();
-            assert_eq!(got, want);
-        }
+            .join("tools/dkp-convert/keys/usrnet_tiny_keys.txt");
+        let text = std::fs::read_to_string(spec).unwrap();
+        let want: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .collect();
+        let got: Vec<String> = keys
+            .iter()
+            .map(|(k, s)| {
+                let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+                format!("{k} [{}]", dims.join(", "))
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -22,13 +22,9 @@ pub fn load_f64(name: &str) -> HashMap<String, Vec<f64>> {
         .collect()
 }
 
-/// The spec's test vectors, or None (with a note) when the shared folder is absent.
-pub fn testvectors() -> Option<PathBuf> {
-    let d = testvectors_dir();
-    if d.is_none() {
-        eprintln!("shared/spec/testvectors not found: skipping");
-    }
-    d
+/// The spec's test vectors (committed under `tests/fixtures/spec/`).
+pub fn testvectors() -> PathBuf {
+    testvectors_dir()
 }
 
 /// The numbers that follow `marker` on the line that contains it (up to the next "->").

@@ -159,7 +159,7 @@ fn diffdkp_step_adds_classifier_guidance() {
     let Some(ctx) = ctx() else { return };
     let (clf, _, _, _) = mini(&ctx);
     let fd = Fixture::load("diffdkp").unwrap();
-    let dir = dkp::testing::testvectors_dir().expect("../shared/spec/testvectors is missing");
+    let dir = dkp::testing::testvectors_dir();
     let wf = WeightFile::open(dir.join("unet_mini_reference.safetensors")).unwrap();
     let unet = Unet::load(&ctx, UnetConfig::from_weight_file(&wf).unwrap(), &wf).unwrap();
     let mut cfg = DiffDkpConfig::new(DiffMode::Faithful);

@@ -59,7 +59,7 @@ fn ddnm_closed_form_and_shifts_match_golden() {
 fn step_case(mode: DiffMode) {
     let Some(ctx) = ctx() else { return };
     let f = Fixture::load("diffdkp").unwrap();
-    let dir = dkp::testing::testvectors_dir().expect("../shared/spec/testvectors is missing");
+    let dir = dkp::testing::testvectors_dir();
     let wf = WeightFile::open(dir.join("unet_mini_reference.safetensors")).unwrap();
     // f32: the fixture is an f32 computation (the shared context would pick f16).
     let unet = Unet::load_with(
@@ -188,7 +188,7 @@ fn golden_sampler<'a>(
 }
 
 fn mini_unet(ctx: &std::sync::Arc<dkp::Context>) -> Unet {
-    let dir = dkp::testing::testvectors_dir().expect("../shared/spec/testvectors is missing");
+    let dir = dkp::testing::testvectors_dir();
     let wf = WeightFile::open(dir.join("unet_mini_reference.safetensors")).unwrap();
     // The goldens are f32 computations: keep the f16 path out of it.
     Unet::load_with(

@@ -15,7 +15,7 @@ use crate::common::*;
 #[test]
 fn dip_dkp_beats_bicubic_and_improves_the_kernel() {
     let Some(ctx) = ctx() else { return };
-    let dir = dkp::testing::testvectors_dir().expect("../shared/spec/testvectors");
+    let dir = dkp::testing::testvectors_dir();
     let hr = load_rgb(&dir.join("set5_official_inputs/HR/butterfly.png")).unwrap();
     let side = 64;
     let hr = hr.crop(90, 90, side, side).unwrap();

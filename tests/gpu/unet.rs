@@ -10,9 +10,7 @@ use dkp::models::unet::{Unet, UnetConfig, parse_key_list};
 use crate::common::*;
 
 fn mini_path() -> PathBuf {
-    dkp::testing::testvectors_dir()
-        .expect("../shared/spec/testvectors is missing")
-        .join("unet_mini_reference.safetensors")
+    dkp::testing::testvectors_dir().join("unet_mini_reference.safetensors")
 }
 
 fn key_list() -> Vec<(String, Vec<usize>)> {

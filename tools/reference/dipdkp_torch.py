@@ -31,7 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-SPEC_DIR = os.environ.get("DKP_SPEC_DIR", "/work/shared/spec")
+# The spec's test vectors are committed under tests/fixtures/spec (DKP_TESTVECTORS overrides).
+TESTVECTORS = os.environ.get(
+    "DKP_TESTVECTORS",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "spec"))
 
 # ---------------------------------------------------------------------------------------------
 # DIP "skip" network (spec §2.5, §2.6)
@@ -508,7 +511,7 @@ def selftest():
     report = {}
 
     # 1) mini DIP forward
-    tv = parse_tensor_file(os.path.join(SPEC_DIR, "testvectors", "dip_skip_mini_reference.txt"))
+    tv = parse_tensor_file(os.path.join(TESTVECTORS, "dip_skip_mini_reference.txt"))
     net = DipSkip(8, 4).double()
     names = net.reference_names()
     missing = sorted(set(names) - set(tv))
@@ -537,7 +540,7 @@ def selftest():
     net.double()
 
     # 2) operators
-    ops = open(os.path.join(SPEC_DIR, "testvectors", "operators_reference.txt")).read()
+    ops = open(os.path.join(TESTVECTORS, "operators_reference.txt")).read()
 
     def after(tag, marker):
         sec = ops.split(tag, 1)[1]
@@ -582,7 +585,7 @@ def selftest():
     ok &= report["mcmc_weights_err"] < 1e-7
 
     # 3) Gaussian kernels
-    lines = [l for l in open(os.path.join(SPEC_DIR, "testvectors", "gaussian_kernels.txt"))
+    lines = [l for l in open(os.path.join(TESTVECTORS, "gaussian_kernels.txt"))
              if l.strip() and not l.startswith("#")]
     pos, kerr = 0, 0.0
     while pos < len(lines):

@@ -29,7 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SPEC_DIR = os.environ.get("DKP_SPEC_DIR", "/work/shared/spec")
+# The spec's test vectors are committed under tests/fixtures/spec (DKP_TESTVECTORS overrides).
+TESTVECTORS = os.environ.get(
+    "DKP_TESTVECTORS",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "spec"))
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -172,7 +175,7 @@ class UNet(nn.Module):
 def selftest():
     from safetensors import safe_open
     from safetensors.torch import load_file
-    path = os.path.join(SPEC_DIR, "testvectors", "unet_mini_reference.safetensors")
+    path = os.path.join(TESTVECTORS, "unet_mini_reference.safetensors")
     with safe_open(path, "pt") as f:
         meta = f.metadata()
     cfg = json.loads(meta["config"])

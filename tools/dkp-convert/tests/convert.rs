@@ -16,12 +16,13 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `<repo>/../shared` (beside the checkout in CI and in the workspace).
-fn shared(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel);
-    p.exists().then_some(p)
+/// The real USRNet-tiny checkpoint (the spec's legacy-format `.pth`, committed as a fixture)
+/// and its reference conversion (the repository's shipped weights).
+fn usrnet_pth() -> PathBuf {
+    fixture("usrnet_tiny.pth")
+}
+fn usrnet_safetensors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../weights/usrnet_tiny.safetensors")
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -71,13 +72,7 @@ fn convert_file(name: &str, f16: bool) -> Vec<u8> {
 
 #[test]
 fn usrnet_tiny_legacy_matches_spec_safetensors() {
-    let (Some(pth), Some(st)) = (
-        shared("spec/weights/usrnet_tiny.pth"),
-        shared("spec/weights/usrnet_tiny.safetensors"),
-    ) else {
-        eprintln!("skipped: ../shared/spec/weights not present");
-        return;
-    };
+    let (pth, st) = (usrnet_pth(), usrnet_safetensors());
     let mut c = load(read(&pth)).unwrap();
     assert_eq!(c.format, Format::Legacy);
     assert_eq!(c.tensors.len(), 42);
@@ -218,9 +213,7 @@ fn truncated_files_fail_cleanly() {
         read(&fixture("f32_legacy.pt")),
         read(&fixture("views_legacy.pt")),
     ];
-    if let Some(p) = shared("spec/weights/usrnet_tiny.pth") {
-        files.push(read(&p));
-    }
+    files.push(read(&usrnet_pth()));
     for f in files {
         let n = f.len();
         let mut cuts: Vec<usize> = (0..n.min(12_000)).step_by(7).collect();
@@ -327,10 +320,8 @@ fn fuzz_mutations_never_panic() {
         let n = f.len();
         cases.push((f, n, 400));
     }
-    if let Some(p) = shared("spec/weights/usrnet_tiny.pth") {
-        // mutate the pickle part (first ~9.4 kB) and the first storage headers
-        cases.push((read(&p), 9_600, 150));
-    }
+    // mutate the pickle part (first ~9.4 kB) and the first storage headers
+    cases.push((read(&usrnet_pth()), 9_600, 150));
     let (mut ok, mut err) = (0, 0);
     for (orig, region, iters) in cases {
         for _ in 0..iters * scale {
@@ -672,10 +663,7 @@ fn cli_converts_refuses_and_is_strict() {
 
 #[test]
 fn cli_usrnet_strict() {
-    let Some(pth) = shared("spec/weights/usrnet_tiny.pth") else {
-        eprintln!("skipped: ../shared/spec/weights not present");
-        return;
-    };
+    let pth = usrnet_pth();
     let d = tmpdir("usrnet");
     let out = d.join("usrnet_tiny.safetensors");
     let o = cli(&[
@@ -692,7 +680,7 @@ fn cli_usrnet_strict() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(stdout.contains("42/42 expected keys"), "{stdout}");
-    let st = shared("spec/weights/usrnet_tiny.safetensors").unwrap();
+    let st = usrnet_safetensors();
     assert_same_tensors(&read(&out), &read(&st), "cli usrnet");
     let _ = std::fs::remove_dir_all(&d);
 }
