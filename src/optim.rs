@@ -180,6 +180,10 @@ pub struct Langevin {
     seed: u64,
     counter: u64,
     params: Vec<Tensor>,
+    /// Standard-normal draws to use instead of the Philox stream, one per parameter update
+    /// in order (see [`Langevin::replay_noise`]).
+    replay: std::collections::VecDeque<Vec<f32>>,
+    replaying: bool,
 }
 
 impl Langevin {
@@ -190,7 +194,42 @@ impl Langevin {
             seed,
             counter: 0,
             params: params.to_vec(),
+            replay: Default::default(),
+            replaying: false,
         }
+    }
+
+    /// Use these standard-normal draws as ξ, one vector per parameter update (in the order
+    /// parameters are updated, step after step), instead of the on-GPU generator: lets a run be
+    /// compared with another implementation fed the same noise. Each update consumes one;
+    /// running out is an error.
+    pub fn replay_noise(&mut self, draws: Vec<Vec<f32>>) {
+        self.replay = draws.into();
+        self.replaying = true;
+    }
+
+    /// `θ ← θ − η·g + coef·ξ` with a given ξ (the replay path; not a hot path).
+    fn step_given(&mut self, p: &Tensor, g: &Tensor, coef: f32) -> Result<()> {
+        let xi = self.replay.pop_front().ok_or_else(|| {
+            Error::Invalid("langevin: the replayed noise ran out of draws".into())
+        })?;
+        if xi.len() != p.numel() {
+            return Err(Error::Shape {
+                op: "langevin",
+                msg: format!(
+                    "replayed noise has {} values for a parameter of {:?}",
+                    xi.len(),
+                    p.shape()
+                ),
+            });
+        }
+        let _ng = crate::autograd::no_grad(p.ctx());
+        let xi = Tensor::from_slice(p.ctx(), &xi, p.shape())?;
+        let next = crate::ops::add(
+            &crate::ops::sub(&p.detach(), &crate::ops::mul_scalar(g, self.step)?)?,
+            &crate::ops::mul_scalar(&xi, coef)?,
+        )?;
+        p.assign(&next)
     }
 
     pub fn params(&self) -> &[Tensor] {
@@ -206,11 +245,15 @@ impl Langevin {
     pub fn step(&mut self, grads: &Grads) -> Result<()> {
         let coef = (self.noise as f64 * (2.0 * self.step as f64).sqrt()) as f32;
         let noisy = self.noise != 0.0;
-        for p in &self.params {
+        for p in self.params.clone().iter() {
             let Some(g) = grads.get(p) else { continue };
             check_grad("langevin", p, g)?;
             let ctr = self.counter;
             self.counter += 1;
+            if self.replaying {
+                self.step_given(p, g, coef)?;
+                continue;
+            }
             let ctx = p.ctx();
             for (s, c) in chunks(p) {
                 let prm = Params {

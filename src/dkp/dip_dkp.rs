@@ -2,8 +2,10 @@
 //!
 //! Everything per step stays on the GPU; the only readbacks are the L = 5 MCMC data errors per
 //! outer iteration (their weights are computed on the CPU) and the scalars/images of logged
-//! steps.
+//! steps. [`DipDkp`] exposes the method step by step (warm-up, prior step, DIP step) so the
+//! assembled training step can be checked term by term against the PyTorch reference.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,6 +107,9 @@ pub struct StepLog {
     pub outer: usize,
     pub image_loss: f32,
     pub kernel_loss: f32,
+    /// PSNR (dB) of the current output re-degraded with the current kernel against the LR
+    /// input: needs no ground truth.
+    pub lr_psnr: f64,
     pub psnr: Option<f64>,
     pub kernel_psnr: Option<f64>,
     pub seconds: f64,
@@ -194,7 +199,427 @@ pub fn to_rgb_image(chw: &[f32], w: usize, h: usize) -> Result<crate::io::image:
     crate::io::image::RgbImage::new(w, h, q)
 }
 
-/// Run DIP-DKP on one LR image (CHW RGB in [0,1], `h x w`).
+/// A host copy of everything a run starts from, to replace the trainer's own random draws
+/// (the seam the PyTorch trainer golden uses: both sides start from the same state).
+#[derive(Clone, Debug, Default)]
+pub struct InitialState {
+    /// The DIP input z, `3 x sf*h x sf*w`.
+    pub z: Vec<f32>,
+    /// The kernel network's fixed code c.
+    pub code: Vec<f32>,
+    /// DIP parameters by name (`DipSkip::params` names).
+    pub dip: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Kernel-network parameters by name (`l1.weight`, `l1.bias`, `l2.weight`, `l2.bias`).
+    pub kernel_mlp: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// Step (A) of an outer iteration: the MCMC-weighted random-kernel prior update.
+pub struct PriorStep {
+    /// `e_l = MSE(D_{k_l}(x), y)` of the L random kernels (read back: the weights need them).
+    pub errors: Vec<f64>,
+    /// `w_l`, the focal-loss-like weights of the errors (spec §2.10).
+    pub weights: Vec<f64>,
+    /// `Σ_l w_l · MSE(k_l, G_φ(c))`, the loss the kernel network was stepped on (`[1]`, on the GPU).
+    pub loss: Tensor,
+}
+
+/// One DIP step of (B). Every value stays on the GPU; read what you need.
+pub struct DipStep {
+    /// Global DIP step index s.
+    pub step: usize,
+    /// The image data term (1 - SSIM or MSE of `D_sg(k)(x)` against y).
+    pub data: Tensor,
+    /// The gradient prior R(x).
+    pub grad_prior: Tensor,
+    /// `data + grad_prior`, what the DIP Adam step minimized.
+    pub image_loss: Tensor,
+    /// The kernel data term of this step (`D_k(sg(x))` against y), accumulated for the kernel
+    /// network's update.
+    pub kernel_loss: Tensor,
+    /// Whether the kernel network was stepped after this DIP step (every 3rd global step).
+    pub kernel_stepped: bool,
+    /// The DIP output of this step's forward pass (before the DIP update), detached.
+    pub x: Tensor,
+    /// The kernel this step used, `K x K`.
+    pub k: Tensor,
+}
+
+/// DIP-DKP on one LR image (spec §2.2), step by step. `run` is the whole method; the step
+/// functions exist so tests can drive it and compare every term with the PyTorch reference.
+pub struct DipDkp<'a> {
+    ctx: Arc<Context>,
+    cfg: DipDkpConfig,
+    h: usize,
+    w: usize,
+    y: Tensor,
+    z: Tensor,
+    net: DipSkip,
+    kmlp: KernelMlp,
+    adam_x: Adam,
+    kopt: KernelOpt,
+    prior: &'a mut dyn KernelPrior,
+    /// Kernel data-loss gradients accumulated since the last kernel step (reset every outer).
+    acc: Option<Grads>,
+    started: bool,
+}
+
+impl<'a> DipDkp<'a> {
+    /// Set up the networks, optimizers and fixed inputs for an LR image (CHW RGB in [0,1],
+    /// `h x w`), drawing z, the code and the initial weights from `cfg.seed`.
+    pub fn new(
+        ctx: &Arc<Context>,
+        lr: &[f32],
+        h: usize,
+        w: usize,
+        cfg: &DipDkpConfig,
+        prior: &'a mut dyn KernelPrior,
+    ) -> Result<Self> {
+        let (sf, kk) = (cfg.sf, cfg.k_size);
+        let (hh, ww) = (sf * h, sf * w);
+        if lr.len() != 3 * h * w {
+            return Err(Error::Shape {
+                op: "dip_dkp",
+                msg: format!("{} values for a 3x{h}x{w} image", lr.len()),
+            });
+        }
+        let min = cfg.net.min_side();
+        if hh < min || ww < min {
+            return Err(Error::Invalid(format!(
+                "the HR size {hh}x{ww} is too small for the {}-level network: both sides must be at least {min} (LR at least {})",
+                cfg.net.levels,
+                min.div_ceil(sf)
+            )));
+        }
+        if prior.k_size() != kk {
+            return Err(Error::Invalid(format!(
+                "the kernel prior draws {0}x{0} kernels but the run estimates {kk}x{kk}",
+                prior.k_size()
+            )));
+        }
+        let mut rng = Rng::new(cfg.seed);
+        let z: Vec<f32> = (0..3 * hh * ww)
+            .map(|_| (0.1 * rng.uniform()) as f32)
+            .collect();
+        let z = Tensor::from_slice(ctx, &z, &[1, 3, hh, ww])?;
+        let y = Tensor::from_slice(ctx, lr, &[1, 3, h, w])?;
+        let net = DipSkip::new(ctx, cfg.net.clone(), &mut rng)?;
+        let kmlp = KernelMlp::new(ctx, kk, cfg.code_len, cfg.kernel_hidden, &mut rng)?;
+        let adam_x = Adam::new(net.params.tensors(), cfg.dip_lr)?;
+        let kopt = match cfg.kernel_update {
+            KernelUpdate::Adam => KernelOpt::Adam(Adam::new(kmlp.params.tensors(), cfg.kernel_lr)?),
+            KernelUpdate::Langevin { step, noise } => KernelOpt::Langevin(Langevin::new(
+                kmlp.params.tensors(),
+                step,
+                noise,
+                cfg.seed ^ 0x5eed,
+            )),
+        };
+        Ok(Self {
+            ctx: ctx.clone(),
+            cfg: cfg.clone(),
+            h,
+            w,
+            y,
+            z,
+            net,
+            kmlp,
+            adam_x,
+            kopt,
+            prior,
+            acc: None,
+            started: false,
+        })
+    }
+
+    /// Replace the drawn initial state (z, code, every weight) by `s`, before the first step.
+    pub fn with_initial_state(self, s: &InitialState) -> Result<Self> {
+        if self.started {
+            return Err(Error::Invalid(
+                "the initial state can only be set before the first step".into(),
+            ));
+        }
+        let want = |what: &str, got: usize, n: usize| -> Result<()> {
+            if got == n {
+                Ok(())
+            } else {
+                Err(Error::Invalid(format!(
+                    "initial state: {what} has {got} values, the run needs {n}"
+                )))
+            }
+        };
+        want("z", s.z.len(), self.z.numel())?;
+        want("the kernel code", s.code.len(), self.kmlp.code.numel())?;
+        self.z.write(&s.z)?;
+        self.kmlp.code.write(&s.code)?;
+        self.net.params.load(&s.dip)?;
+        self.kmlp.params.load(&s.kernel_mlp)?;
+        Ok(self)
+    }
+
+    /// Replay given standard-normal draws as the Langevin noise (one tensor per parameter
+    /// update, in order) instead of the on-GPU Philox stream: the other seam of the golden.
+    pub fn with_langevin_noise(mut self, draws: Vec<Vec<f32>>) -> Result<Self> {
+        match &mut self.kopt {
+            KernelOpt::Langevin(l) => {
+                l.replay_noise(draws);
+                Ok(self)
+            }
+            KernelOpt::Adam(_) => Err(Error::Invalid(
+                "Langevin noise given to a run that updates the kernel with Adam".into(),
+            )),
+        }
+    }
+
+    pub fn config(&self) -> &DipDkpConfig {
+        &self.cfg
+    }
+    pub fn net(&self) -> &DipSkip {
+        &self.net
+    }
+    pub fn kernel_net(&self) -> &KernelMlp {
+        &self.kmlp
+    }
+    /// Trainable parameters of both networks.
+    pub fn parameters(&self) -> usize {
+        self.net.params.count() + self.kmlp.params.count()
+    }
+
+    /// The current kernel estimate `G_φ(c)`, `K x K` (no gradient).
+    pub fn kernel(&self) -> Result<Tensor> {
+        let _ng = no_grad(&self.ctx);
+        self.kmlp.forward()
+    }
+
+    /// One step of the MC warm-up: Adam_k on `MSE(k_r, G_φ(c))` for a fresh prior sample.
+    /// Returns the loss (`[1]`, on the GPU).
+    pub fn warmup_step(&mut self) -> Result<Tensor> {
+        self.started = true;
+        let k = self.kmlp.forward()?;
+        let sample = self.prior.sample();
+        let kr = self.upload_kernel(&sample)?;
+        let loss = ops::mse_loss(&kr, &k)?;
+        let g = autograd::backward(&loss)?;
+        self.kopt.step(&g)?;
+        self.ctx.flush()?;
+        Ok(loss)
+    }
+
+    /// Step (A) of outer iteration `it`: the MCMC-weighted random-kernel prior, one kernel
+    /// step. The L data errors are read back in one transfer (their weights are computed on the
+    /// CPU, as the reference does with `.item()`).
+    pub fn prior_step(&mut self, it: usize) -> Result<PriorStep> {
+        self.started = true;
+        // A new outer iteration discards what the previous one accumulated but never stepped.
+        self.acc = None;
+        let sf = self.cfg.sf;
+        let (krs, e) = {
+            let _ng = no_grad(&self.ctx);
+            let x = self.net.forward(&self.z)?;
+            let mut krs = Vec::with_capacity(self.cfg.mcmc_samples);
+            let mut errs = Vec::with_capacity(self.cfg.mcmc_samples);
+            for _ in 0..self.cfg.mcmc_samples {
+                let sample = self.prior.sample();
+                let kr = self.upload_kernel(&sample)?;
+                errs.push(ops::mse_loss(&degrade(&x, &kr, sf)?, &self.y)?);
+                krs.push(kr);
+            }
+            let refs: Vec<&Tensor> = errs.iter().collect();
+            let e: Vec<f64> = ops::concat(&refs, 0)?
+                .to_vec()?
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            (krs, e)
+        };
+        for (l, v) in e.iter().enumerate() {
+            finite(
+                *v as f32,
+                &format!("MCMC data error of sample {l}"),
+                it * self.cfg.inner_iters,
+            )?;
+        }
+        let weights = crate::dkp::kernels::mcmc_weights(&e);
+        let k = self.kmlp.forward()?;
+        let mut loss: Option<Tensor> = None;
+        for (kr, wl) in krs.iter().zip(&weights) {
+            let term = ops::mul_scalar(&ops::mse_loss(kr, &k)?, *wl as f32)?;
+            loss = Some(match loss {
+                None => term,
+                Some(acc) => ops::add(&acc, &term)?,
+            });
+        }
+        let loss = match loss {
+            Some(l) => l,
+            None => Tensor::zeros(&self.ctx, &[1])?,
+        };
+        if !krs.is_empty() {
+            let g = autograd::backward(&loss)?;
+            self.kopt.step(&g)?;
+        }
+        Ok(PriorStep {
+            errors: e,
+            weights,
+            loss,
+        })
+    }
+
+    /// DIP step `i` of outer iteration `it` (part (B)): one DIP Adam step on the image loss with
+    /// the kernel frozen, the kernel data loss on the pre-step image accumulated, and a kernel
+    /// step every `kernel_data_period` global steps.
+    pub fn dip_step(&mut self, it: usize, i: usize) -> Result<DipStep> {
+        self.started = true;
+        let s = it * self.cfg.inner_iters + i;
+        let ssim_phase = it <= self.cfg.ssim_until;
+        let sf = self.cfg.sf;
+        // The kernel twice: frozen (no graph) for the image loss, and with its graph for the
+        // kernel loss after the image backward (which consumes the whole tape). φ is the same.
+        let k_frozen = self.kernel()?;
+        let x = self.net.forward(&self.z)?;
+        let yx = degrade(&x, &k_frozen, sf)?;
+        let data = if ssim_phase {
+            ops::ssim_loss(&yx, &self.y)?
+        } else {
+            ops::mse_loss(&yx, &self.y)?
+        };
+        // The divisor is the LR element count 3·h·w (spec §2.8).
+        let reg = ops::grad_prior(
+            &x,
+            3 * self.h * self.w,
+            self.cfg.grad_prior_weight,
+            self.cfg.grad_prior_exponent,
+            self.cfg.grad_prior_eps,
+        )?;
+        let lx = ops::add(&data, &reg)?;
+        let gx = autograd::backward(&lx)?;
+        self.adam_x.step(&gx)?;
+        drop(gx);
+
+        let xd = x.detach();
+        let k = self.kmlp.forward()?;
+        let yk = degrade(&xd, &k, sf)?;
+        let lk = if ssim_phase {
+            ops::ssim_loss(&yk, &self.y)?
+        } else {
+            ops::mse_loss(&yk, &self.y)?
+        };
+        let gk = autograd::backward(&lk)?;
+        match self.acc.as_mut() {
+            None => self.acc = Some(gk),
+            Some(a) => a.accumulate(gk)?,
+        }
+        let mut kernel_stepped = false;
+        if (s + 1).is_multiple_of(self.cfg.kernel_data_period.max(1))
+            && let Some(a) = self.acc.take()
+        {
+            self.kopt.step(&a)?;
+            kernel_stepped = true;
+        }
+        self.ctx.flush()?;
+        Ok(DipStep {
+            step: s,
+            data: data.detach(),
+            grad_prior: reg.detach(),
+            image_loss: lx.detach(),
+            kernel_loss: lk.detach(),
+            kernel_stepped,
+            x: xd,
+            k: k.detach(),
+        })
+    }
+
+    /// PSNR (dB, peak 1) of `D_k(x)` against the LR input: how well the current output and
+    /// kernel explain the observation, the signal a user without ground truth can watch.
+    pub fn lr_psnr(&self, x: &Tensor, k: &Tensor) -> Result<f64> {
+        let _ng = no_grad(&self.ctx);
+        let mse = ops::mse_loss(&degrade(x, k, self.cfg.sf)?, &self.y)?.item()? as f64;
+        Ok(10.0 * (1.0 / mse.max(1e-30)).log10())
+    }
+
+    fn upload_kernel(&self, k: &[f64]) -> Result<Tensor> {
+        let v: Vec<f32> = k.iter().map(|&x| x as f32).collect();
+        let kk = self.cfg.k_size;
+        Tensor::from_slice(&self.ctx, &v, &[kk, kk])
+    }
+
+    /// The whole method: warm-up, then every outer iteration; logs (and evaluates against
+    /// `gt` when given) every `log_every` steps, checks the losses every `check_every`.
+    pub fn run(
+        &mut self,
+        gt: &GroundTruth<'_>,
+        on_progress: &mut dyn FnMut(usize, Option<&StepLog>),
+    ) -> Result<DipDkpOutput> {
+        let t0 = Instant::now();
+        let (sf, hh, ww) = (self.cfg.sf, self.cfg.sf * self.h, self.cfg.sf * self.w);
+        for _ in 0..self.cfg.warmup_iters {
+            self.warmup_step()?;
+        }
+        let mut logs = Vec::new();
+        let mut last: Option<(Tensor, Tensor)> = None;
+        let total = self.cfg.total_steps();
+        for it in 0..self.cfg.outer_iters {
+            self.prior_step(it)?;
+            for i in 0..self.cfg.inner_iters {
+                let st = self.dip_step(it, i)?;
+                let s = st.step;
+                let log_now =
+                    s == 0 || (s + 1).is_multiple_of(self.cfg.log_every.max(1)) || s + 1 == total;
+                if log_now || (s + 1).is_multiple_of(self.cfg.check_every.max(1)) {
+                    // One readback (one sync) for both losses.
+                    let both = {
+                        let _ng = no_grad(&self.ctx);
+                        ops::concat(&[&st.image_loss, &st.kernel_loss], 0)?.to_vec()?
+                    };
+                    let (vx, vk) = (both[0], both[1]);
+                    finite(vx, "the image loss", s)?;
+                    finite(vk, "the kernel loss", s)?;
+                    if log_now {
+                        let psnr = match gt.hr {
+                            Some(hr) => Some(image_psnr(hr, &st.x.to_vec()?, ww, hh, sf)?),
+                            None => None,
+                        };
+                        let kernel_psnr = match gt.kernel {
+                            Some(kg) => {
+                                let est: Vec<f64> =
+                                    st.k.to_vec()?.iter().map(|&v| v as f64).collect();
+                                Some(crate::dkp::metrics::kernel_psnr(kg, &est)?)
+                            }
+                            None => None,
+                        };
+                        let l = StepLog {
+                            step: s,
+                            outer: it,
+                            image_loss: vx,
+                            kernel_loss: vk,
+                            lr_psnr: self.lr_psnr(&st.x, &st.k)?,
+                            psnr,
+                            kernel_psnr,
+                            seconds: t0.elapsed().as_secs_f64(),
+                        };
+                        on_progress(s, Some(&l));
+                        logs.push(l);
+                    }
+                }
+                on_progress(s, None);
+                if s + 1 == total {
+                    last = Some((st.x, st.k));
+                }
+            }
+        }
+        // Whatever was accumulated but not stepped is discarded, as in the reference.
+        self.acc = None;
+        let (x, k) = last.ok_or_else(|| Error::Invalid("no DIP steps were run".into()))?;
+        Ok(DipDkpOutput {
+            sr: x.to_vec()?,
+            kernel: k.to_vec()?,
+            logs,
+            seconds: t0.elapsed().as_secs_f64(),
+            parameters: self.parameters(),
+        })
+    }
+}
+
+/// Run DIP-DKP on one LR image (CHW RGB in [0,1], `h x w`): [`DipDkp::new`] then
+/// [`DipDkp::run`].
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     ctx: &Arc<Context>,
@@ -206,204 +631,5 @@ pub fn run(
     gt: &GroundTruth<'_>,
     on_progress: &mut dyn FnMut(usize, Option<&StepLog>),
 ) -> Result<DipDkpOutput> {
-    let t0 = Instant::now();
-    let (sf, kk) = (cfg.sf, cfg.k_size);
-    let (hh, ww) = (sf * h, sf * w);
-    if lr.len() != 3 * h * w {
-        return Err(Error::Shape {
-            op: "dip_dkp",
-            msg: format!("{} values for a 3x{h}x{w} image", lr.len()),
-        });
-    }
-    let min = cfg.net.min_side();
-    if hh < min || ww < min {
-        return Err(Error::Invalid(format!(
-            "the HR size {hh}x{ww} is too small for the {}-level network: both sides must be at least {min} (LR at least {})",
-            cfg.net.levels,
-            min.div_ceil(sf)
-        )));
-    }
-    let mut rng = Rng::new(cfg.seed);
-    let z: Vec<f32> = (0..3 * hh * ww)
-        .map(|_| (0.1 * rng.uniform()) as f32)
-        .collect();
-    let z = Tensor::from_slice(ctx, &z, &[1, 3, hh, ww])?;
-    let y = Tensor::from_slice(ctx, lr, &[1, 3, h, w])?;
-    let net = DipSkip::new(ctx, cfg.net.clone(), &mut rng)?;
-    let kmlp = KernelMlp::new(ctx, kk, cfg.code_len, cfg.kernel_hidden, &mut rng)?;
-    let mut adam_x = Adam::new(net.params.tensors(), cfg.dip_lr)?;
-    let mut kopt = match cfg.kernel_update {
-        KernelUpdate::Adam => KernelOpt::Adam(Adam::new(kmlp.params.tensors(), cfg.kernel_lr)?),
-        KernelUpdate::Langevin { step, noise } => KernelOpt::Langevin(Langevin::new(
-            kmlp.params.tensors(),
-            step,
-            noise,
-            cfg.seed ^ 0x5eed,
-        )),
-    };
-    let upload_kernel = |k: &[f64]| -> Result<Tensor> {
-        let v: Vec<f32> = k.iter().map(|&x| x as f32).collect();
-        Tensor::from_slice(ctx, &v, &[kk, kk])
-    };
-
-    // ---- MC warm-up of the kernel prior ----
-    for _ in 0..cfg.warmup_iters {
-        let k = kmlp.forward()?;
-        let kr = upload_kernel(&prior.sample())?;
-        let loss = ops::mse_loss(&kr, &k)?;
-        let g = autograd::backward(&loss)?;
-        kopt.step(&g)?;
-        ctx.flush()?;
-    }
-
-    let mut logs = Vec::new();
-    let mut last_x: Option<Tensor> = None;
-    let mut last_k: Option<Tensor> = None;
-    let total = cfg.total_steps();
-    for it in 0..cfg.outer_iters {
-        let ssim_phase = it <= cfg.ssim_until;
-        // (A) MCMC-weighted random-kernel prior: one kernel-net step.
-        {
-            let x = {
-                let _ng = no_grad(ctx);
-                net.forward(&z)?
-            };
-            let mut krs = Vec::with_capacity(cfg.mcmc_samples);
-            let mut errs = Vec::with_capacity(cfg.mcmc_samples);
-            {
-                let _ng = no_grad(ctx);
-                for _ in 0..cfg.mcmc_samples {
-                    let kr = upload_kernel(&prior.sample())?;
-                    errs.push(ops::mse_loss(&degrade(&x, &kr, sf)?, &y)?);
-                    krs.push(kr);
-                }
-            }
-            let refs: Vec<&Tensor> = errs.iter().collect();
-            let e: Vec<f64> = ops::concat(&refs, 0)?
-                .to_vec()?
-                .iter()
-                .map(|&v| v as f64)
-                .collect();
-            for (l, v) in e.iter().enumerate() {
-                finite(
-                    *v as f32,
-                    &format!("MCMC data error of sample {l}"),
-                    it * cfg.inner_iters,
-                )?;
-            }
-            let wts = crate::dkp::kernels::mcmc_weights(&e);
-            let k = kmlp.forward()?;
-            let mut loss: Option<Tensor> = None;
-            for (kr, wl) in krs.iter().zip(&wts) {
-                let term = ops::mul_scalar(&ops::mse_loss(kr, &k)?, *wl as f32)?;
-                loss = Some(match loss {
-                    None => term,
-                    Some(acc) => ops::add(&acc, &term)?,
-                });
-            }
-            if let Some(loss) = loss {
-                let g = autograd::backward(&loss)?;
-                kopt.step(&g)?;
-            }
-        }
-        // (B) DIP steps, with kernel data-loss steps every `kernel_data_period` global steps.
-        let mut acc: Option<Grads> = None;
-        for i in 0..cfg.inner_iters {
-            let s = it * cfg.inner_iters + i;
-            let k_frozen = {
-                let _ng = no_grad(ctx);
-                kmlp.forward()?
-            };
-            let x = net.forward(&z)?;
-            let yx = degrade(&x, &k_frozen, sf)?;
-            let data = if ssim_phase {
-                ops::ssim_loss(&yx, &y)?
-            } else {
-                ops::mse_loss(&yx, &y)?
-            };
-            let reg = ops::grad_prior(
-                &x,
-                h * w,
-                cfg.grad_prior_weight,
-                cfg.grad_prior_exponent,
-                cfg.grad_prior_eps,
-            )?;
-            let lx = ops::add(&data, &reg)?;
-            let gx = autograd::backward(&lx)?;
-            adam_x.step(&gx)?;
-            drop(gx);
-
-            let xd = x.detach();
-            let k = kmlp.forward()?;
-            let yk = degrade(&xd, &k, sf)?;
-            let lk = if ssim_phase {
-                ops::ssim_loss(&yk, &y)?
-            } else {
-                ops::mse_loss(&yk, &y)?
-            };
-            let gk = autograd::backward(&lk)?;
-            match acc.as_mut() {
-                None => acc = Some(gk),
-                Some(a) => a.accumulate(gk)?,
-            }
-            if (s + 1).is_multiple_of(cfg.kernel_data_period.max(1))
-                && let Some(a) = acc.take()
-            {
-                kopt.step(&a)?;
-            }
-            ctx.flush()?;
-
-            let log_now = s == 0 || (s + 1).is_multiple_of(cfg.log_every.max(1)) || s + 1 == total;
-            if log_now || (s + 1).is_multiple_of(cfg.check_every.max(1)) {
-                // One readback (one sync) for both losses.
-                let both = {
-                    let _ng = no_grad(ctx);
-                    ops::concat(&[&lx, &lk], 0)?.to_vec()?
-                };
-                let (vx, vk) = (both[0], both[1]);
-                finite(vx, "the image loss", s)?;
-                finite(vk, "the kernel loss", s)?;
-                if log_now {
-                    let psnr = match gt.hr {
-                        Some(hr) => Some(image_psnr(hr, &x.to_vec()?, ww, hh, sf)?),
-                        None => None,
-                    };
-                    let kernel_psnr = match gt.kernel {
-                        Some(kg) => {
-                            let est: Vec<f64> = k.to_vec()?.iter().map(|&v| v as f64).collect();
-                            Some(crate::dkp::metrics::kernel_psnr(kg, &est)?)
-                        }
-                        None => None,
-                    };
-                    let l = StepLog {
-                        step: s,
-                        outer: it,
-                        image_loss: vx,
-                        kernel_loss: vk,
-                        psnr,
-                        kernel_psnr,
-                        seconds: t0.elapsed().as_secs_f64(),
-                    };
-                    on_progress(s, Some(&l));
-                    logs.push(l);
-                }
-            }
-            on_progress(s, None);
-            if s + 1 == total {
-                last_x = Some(xd);
-                last_k = Some(k);
-            }
-        }
-        // Whatever was accumulated but not stepped is discarded, as in the reference.
-        drop(acc);
-    }
-    let x = last_x.ok_or_else(|| Error::Invalid("no DIP steps were run".into()))?;
-    let k = last_k.ok_or_else(|| Error::Invalid("no DIP steps were run".into()))?;
-    Ok(DipDkpOutput {
-        sr: x.to_vec()?,
-        kernel: k.to_vec()?,
-        logs,
-        seconds: t0.elapsed().as_secs_f64(),
-        parameters: net.params.count() + kmlp.params.count(),
-    })
+    DipDkp::new(ctx, lr, h, w, cfg, prior)?.run(gt, on_progress)
 }

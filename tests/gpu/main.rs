@@ -9,6 +9,7 @@ mod core;
 mod diffdkp;
 mod dip_e2e;
 mod dip_model;
+mod dip_trainer;
 mod elementwise;
 mod f16;
 mod fft;

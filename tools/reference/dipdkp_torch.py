@@ -327,6 +327,94 @@ def schedule(steps):
     return outer, (80 * outer) // 200, min(200, max(steps, 20))
 
 
+class DipDkpTrainer:
+    """The DIP-DKP loop of spec §2.2, step by step, from a given initial state.
+
+    `run_dipdkp` drives it for a whole run; tools/golden/dip_trainer.py drives it step by step
+    from an exported state to check the Rust trainer term by term. `kernel_update` is "adam"
+    (the released code) or ("langevin", eta, tau) with `noise(param)` returning a standard-normal
+    tensor of the parameter's shape (spec §2.10's port option: phi <- phi - eta g + tau sqrt(2 eta) xi).
+    """
+
+    def __init__(self, y, sf, net, kmlp, z, code, prior, ssim_until, dip_lr=5e-3, kernel_lr=1e-4,
+                 n_mcmc=5, inner_iters=5, k_period=3, kernel_update="adam", noise=None):
+        self.y, self.sf, self.net, self.kmlp, self.z, self.code = y, sf, net, kmlp, z, code
+        self.prior, self.ssim_until = prior, ssim_until
+        self.n_mcmc, self.inner_iters, self.k_period = n_mcmc, inner_iters, k_period
+        _, _, self.h, self.w = y.shape
+        self.opt_x = torch.optim.Adam(net.parameters(), lr=dip_lr)
+        self.kernel_update = kernel_update
+        self.noise = noise
+        if kernel_update == "adam":
+            self.opt_k = torch.optim.Adam(kmlp.parameters(), lr=kernel_lr)
+        self.acc = None
+        net.train()
+
+    def _t(self, a):
+        return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(self.z.dtype)
+
+    def _kernel_step(self, loss):
+        """Gradients of `loss` w.r.t. phi only (cleared first), then one kernel-net update."""
+        for p in self.kmlp.parameters():
+            p.grad = None
+        loss.backward()
+        if self.kernel_update == "adam":
+            self.opt_k.step()
+            return
+        _, eta, tau = self.kernel_update
+        coef = tau * math.sqrt(2.0 * eta)
+        with torch.no_grad():
+            for p in self.kmlp.parameters():
+                if p.grad is None:
+                    continue
+                p.add_(-eta * p.grad + coef * self.noise(p))
+
+    def warmup_step(self):
+        k = self.kmlp(self.code)
+        loss = F.mse_loss(self._t(self.prior.sample()), k)
+        self._kernel_step(loss)
+        return loss.detach()
+
+    def prior_step(self, it):
+        """(A): MCMC-weighted random-kernel prior, one kernel step. Returns (e, w, loss)."""
+        self.acc = None  # what the previous outer iteration accumulated is discarded
+        with torch.no_grad():
+            x = self.net(self.z)
+            krs = [self._t(self.prior.sample()) for _ in range(self.n_mcmc)]
+            e = [F.mse_loss(degrade(x, kr, self.sf), self.y).item() for kr in krs]
+        wts = mcmc_weights(e)
+        k = self.kmlp(self.code)
+        loss = sum(float(wl) * F.mse_loss(kr, k) for kr, wl in zip(krs, wts))
+        self._kernel_step(loss)
+        return e, wts, loss.detach()
+
+    def dip_step(self, it, i):
+        """(B): one DIP step with the kernel frozen; the kernel data loss on the pre-step image
+        accumulated and stepped every k_period global steps."""
+        s = it * self.inner_iters + i
+        ssim_phase = it <= self.ssim_until
+        self.opt_x.zero_grad(set_to_none=True)
+        k = self.kmlp(self.code)
+        x = self.net(self.z)
+        yx = degrade(x, k.detach(), self.sf)
+        data = ssim_loss(yx, self.y) if ssim_phase else F.mse_loss(yx, self.y)
+        reg = grad_prior(x, self.h * self.w)
+        lx = data + reg
+        lx.backward()
+        self.opt_x.step()
+
+        xd = x.detach()
+        yk = degrade(xd, k, self.sf)
+        lk = ssim_loss(yk, self.y) if ssim_phase else F.mse_loss(yk, self.y)
+        self.acc = lk if self.acc is None else self.acc + lk
+        stepped = (s + 1) % self.k_period == 0
+        if stepped:
+            self._kernel_step(self.acc)
+            self.acc = None
+        return dict(step=s, data=data.detach(), grad_prior=reg.detach(), image_loss=lx.detach(),
+                    kernel_loss=lk.detach(), kernel_stepped=stepped, x=xd, k=k.detach())
+
+
 def run_dipdkp(y, sf, steps=None, channels=128, skip=16, seed=0, log=None):
     """y: 1x3xhxw float32 in [0,1]. Returns (x_final 1x3xHxW, k_final KxK, total DIP steps)."""
     _, _, h, w = y.shape
@@ -338,74 +426,28 @@ def run_dipdkp(y, sf, steps=None, channels=128, skip=16, seed=0, log=None):
         raise ValueError(f"the HR size {sf * h}x{sf * w} is too small for the 5-level network: "
                          "both sides must be at least 33")
     outer_iters, ssim_until, warmup = schedule(steps)
-    inner_iters, n_mcmc, k_period = 5, 5, 3
+    inner_iters = 5
 
     torch.manual_seed(seed)
     # Fixed inputs: z = 0.1*U[0,1) at HR size; the code c = the first 200 values of z (as in the
     # reference, where get_noise re-seeds before both draws).
     z = 0.1 * torch.rand(1, 3, sf * h, sf * w)
     code = z.reshape(-1)[:200].clone()
-    net = DipSkip(channels, skip)
-    kmlp = KernelMLP(kk)
-    prior = GaussianPrior(sf, kk, seed)
-    opt_x = torch.optim.Adam(net.parameters(), lr=5e-3)
-    opt_k = torch.optim.Adam(kmlp.parameters(), lr=1e-4)
-    net.train()
-
-    def t(a):
-        return torch.from_numpy(a.astype(np.float32))
-
-    # ---- MC warm-up of the kernel prior ----
+    tr = DipDkpTrainer(y, sf, DipSkip(channels, skip), KernelMLP(kk), z, code,
+                       GaussianPrior(sf, kk, seed), ssim_until, inner_iters=inner_iters)
     for _ in range(warmup):
-        opt_k.zero_grad(set_to_none=True)
-        loss = F.mse_loss(t(prior.sample()), kmlp(code))
-        loss.backward()
-        opt_k.step()
-
+        tr.warmup_step()
     x_final = k_final = None
     total = outer_iters * inner_iters
     for it in range(outer_iters):
-        ssim_phase = it <= ssim_until
-        # (A) MCMC-weighted random-kernel prior, one Adam_k step
-        opt_k.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            x = net(z)
-            krs = [t(prior.sample()) for _ in range(n_mcmc)]
-            e = [F.mse_loss(degrade(x, kr, sf), y).item() for kr in krs]
-        wts = mcmc_weights(e)
-        k = kmlp(code)
-        loss = sum(float(wl) * F.mse_loss(kr, k) for kr, wl in zip(krs, wts))
-        loss.backward()
-        opt_k.step()
-
-        # (B) DIP steps, kernel data-loss update every k_period global steps
-        acc = None
+        tr.prior_step(it)
         for i in range(inner_iters):
-            s = it * inner_iters + i
-            opt_x.zero_grad(set_to_none=True)
-            opt_k.zero_grad(set_to_none=True)
-            k = kmlp(code)
-            x = net(z)
-            yx = degrade(x, k.detach(), sf)
-            data = ssim_loss(yx, y) if ssim_phase else F.mse_loss(yx, y)
-            lx = data + grad_prior(x, h * w)
-            lx.backward()
-            opt_x.step()
-
-            xd = x.detach()
-            yk = degrade(xd, k, sf)
-            lk = ssim_loss(yk, y) if ssim_phase else F.mse_loss(yk, y)
-            acc = lk if acc is None else acc + lk
-            if (s + 1) % k_period == 0:
-                opt_k.zero_grad(set_to_none=True)
-                acc.backward()
-                opt_k.step()
-                acc = None
+            st = tr.dip_step(it, i)
+            s = st["step"]
             if s + 1 == total:
-                x_final, k_final = xd, k.detach()
+                x_final, k_final = st["x"], st["k"]
             if log is not None and (s == 0 or (s + 1) % 200 == 0 or s + 1 == total):
-                log(s, it, lx.item(), lk.item())
-        acc = None  # whatever was accumulated but not stepped is discarded
+                log(s, it, float(st["image_loss"]), float(st["kernel_loss"]))
     return x_final, k_final, total
 
 
