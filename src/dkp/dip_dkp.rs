@@ -55,7 +55,34 @@ pub struct DipDkpConfig {
     pub log_every: usize,
     /// Read the losses back and check them for NaN/Inf every this many steps.
     pub check_every: usize,
+    /// What the run returns: the last step's image and kernel (the released code), or their
+    /// exponential moving averages over the DIP steps.
+    pub output: OutputRule,
 }
+
+/// Which image and kernel a run returns. The moving averages are always tracked (3 small
+/// dispatches per step) so every log can show both; this only picks what is written.
+#[derive(Clone, Copy, Debug, serde::Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputRule {
+    /// The last DIP step's output and kernel, as the released code returns them.
+    Last,
+    /// `a <- decay·a + (1 - decay)·x` over every DIP step's output (DIP's `exp_weight`) and
+    /// likewise for the kernel, started at the first step's values.
+    Ema { decay: f32 },
+}
+
+impl OutputRule {
+    fn decay(self) -> f32 {
+        match self {
+            OutputRule::Last => DEFAULT_EMA_DECAY,
+            OutputRule::Ema { decay } => decay,
+        }
+    }
+}
+
+/// DIP's own `exp_weight`.
+pub const DEFAULT_EMA_DECAY: f32 = 0.99;
 
 impl DipDkpConfig {
     /// The paper / released-code setting for scale `sf` (2, 3, 4 or 8).
@@ -81,6 +108,7 @@ impl DipDkpConfig {
             net: DipConfig::paper(),
             log_every: 50,
             check_every: 10,
+            output: OutputRule::Last,
         }
     }
 
@@ -112,6 +140,12 @@ pub struct StepLog {
     pub lr_psnr: f64,
     pub psnr: Option<f64>,
     pub kernel_psnr: Option<f64>,
+    /// The same three for the moving averages of the image and the kernel.
+    pub lr_psnr_ema: f64,
+    pub psnr_ema: Option<f64>,
+    pub kernel_psnr_ema: Option<f64>,
+    /// RMS change of the averaged image since the previous log (GT-free; how settled it is).
+    pub ema_change: Option<f64>,
     pub seconds: f64,
 }
 
@@ -124,9 +158,12 @@ pub struct GroundTruth<'a> {
 }
 
 pub struct DipDkpOutput {
-    /// SR image, CHW RGB in [0,1], `(sf*h) x (sf*w)`.
+    /// SR image, CHW RGB in [0,1], `(sf*h) x (sf*w)`, chosen by `cfg.output`.
     pub sr: Vec<f32>,
     pub kernel: Vec<f32>,
+    /// The last step's image and kernel when `sr`/`kernel` are the averages (so a caller can
+    /// score what the released code would have returned); `None` when they are the same.
+    pub last: Option<(Vec<f32>, Vec<f32>)>,
     pub logs: Vec<StepLog>,
     pub seconds: f64,
     pub parameters: usize,
@@ -260,6 +297,8 @@ pub struct DipDkp<'a> {
     prior: &'a mut dyn KernelPrior,
     /// Kernel data-loss gradients accumulated since the last kernel step (reset every outer).
     acc: Option<Grads>,
+    /// Moving averages of the DIP output and the kernel (see [`OutputRule`]).
+    ema: Option<(Tensor, Tensor)>,
     started: bool,
 }
 
@@ -327,6 +366,7 @@ impl<'a> DipDkp<'a> {
             kopt,
             prior,
             acc: None,
+            ema: None,
             started: false,
         })
     }
@@ -514,6 +554,8 @@ impl<'a> DipDkp<'a> {
             self.kopt.step(&a)?;
             kernel_stepped = true;
         }
+        let k = k.detach();
+        self.update_ema(&xd, &k)?;
         self.ctx.flush()?;
         Ok(DipStep {
             step: s,
@@ -523,8 +565,26 @@ impl<'a> DipDkp<'a> {
             kernel_loss: lk.detach(),
             kernel_stepped,
             x: xd,
-            k: k.detach(),
+            k,
         })
+    }
+
+    fn update_ema(&mut self, x: &Tensor, k: &Tensor) -> Result<()> {
+        let _ng = no_grad(&self.ctx);
+        let d = self.cfg.output.decay();
+        let mix = |a: &Tensor, v: &Tensor| {
+            ops::add(&ops::mul_scalar(a, d)?, &ops::mul_scalar(v, 1.0 - d)?)
+        };
+        self.ema = Some(match self.ema.take() {
+            None => (ops::mul_scalar(x, 1.0)?, ops::mul_scalar(k, 1.0)?),
+            Some((xa, ka)) => (mix(&xa, x)?, mix(&ka, k)?),
+        });
+        Ok(())
+    }
+
+    /// The moving averages of the output and the kernel so far (after the first DIP step).
+    pub fn averages(&self) -> Option<(&Tensor, &Tensor)> {
+        self.ema.as_ref().map(|(x, k)| (x, k))
     }
 
     /// PSNR (dB, peak 1) of `D_k(x)` against the LR input: how well the current output and
@@ -555,6 +615,7 @@ impl<'a> DipDkp<'a> {
         }
         let mut logs = Vec::new();
         let mut last: Option<(Tensor, Tensor)> = None;
+        let mut prev_ema: Option<Vec<f32>> = None;
         let total = self.cfg.total_steps();
         for it in 0..self.cfg.outer_iters {
             self.prior_step(it)?;
@@ -573,17 +634,39 @@ impl<'a> DipDkp<'a> {
                     finite(vx, "the image loss", s)?;
                     finite(vk, "the kernel loss", s)?;
                     if log_now {
-                        let psnr = match gt.hr {
-                            Some(hr) => Some(image_psnr(hr, &st.x.to_vec()?, ww, hh, sf)?),
-                            None => None,
+                        let (xa, ka) = self
+                            .ema
+                            .as_ref()
+                            .map(|(x, k)| (x.clone(), k.clone()))
+                            .ok_or_else(|| {
+                                Error::Invalid("no moving average after a step".into())
+                            })?;
+                        let xa_host = xa.to_vec()?;
+                        let ema_change = prev_ema.as_ref().map(|p: &Vec<f32>| {
+                            let ss: f64 = p
+                                .iter()
+                                .zip(&xa_host)
+                                .map(|(a, b)| ((a - b) as f64).powi(2))
+                                .sum();
+                            (ss / p.len().max(1) as f64).sqrt()
+                        });
+                        let (psnr, psnr_ema) = match gt.hr {
+                            Some(hr) => (
+                                Some(image_psnr(hr, &st.x.to_vec()?, ww, hh, sf)?),
+                                Some(image_psnr(hr, &xa_host, ww, hh, sf)?),
+                            ),
+                            None => (None, None),
                         };
-                        let kernel_psnr = match gt.kernel {
+                        let (kernel_psnr, kernel_psnr_ema) = match gt.kernel {
                             Some(kg) => {
-                                let est: Vec<f64> =
-                                    st.k.to_vec()?.iter().map(|&v| v as f64).collect();
-                                Some(crate::dkp::metrics::kernel_psnr(kg, &est)?)
+                                let score = |t: &Tensor| -> Result<f64> {
+                                    let est: Vec<f64> =
+                                        t.to_vec()?.iter().map(|&v| v as f64).collect();
+                                    crate::dkp::metrics::kernel_psnr(kg, &est)
+                                };
+                                (Some(score(&st.k)?), Some(score(&ka)?))
                             }
-                            None => None,
+                            None => (None, None),
                         };
                         let l = StepLog {
                             step: s,
@@ -593,8 +676,13 @@ impl<'a> DipDkp<'a> {
                             lr_psnr: self.lr_psnr(&st.x, &st.k)?,
                             psnr,
                             kernel_psnr,
+                            lr_psnr_ema: self.lr_psnr(&xa, &ka)?,
+                            psnr_ema,
+                            kernel_psnr_ema,
+                            ema_change,
                             seconds: t0.elapsed().as_secs_f64(),
                         };
+                        prev_ema = Some(xa_host);
                         on_progress(s, Some(&l));
                         logs.push(l);
                     }
@@ -608,9 +696,15 @@ impl<'a> DipDkp<'a> {
         // Whatever was accumulated but not stepped is discarded, as in the reference.
         self.acc = None;
         let (x, k) = last.ok_or_else(|| Error::Invalid("no DIP steps were run".into()))?;
+        let last = (x.to_vec()?, k.to_vec()?);
+        let (sr, kernel, last) = match (self.cfg.output, &self.ema) {
+            (OutputRule::Ema { .. }, Some((xa, ka))) => (xa.to_vec()?, ka.to_vec()?, Some(last)),
+            _ => (last.0, last.1, None),
+        };
         Ok(DipDkpOutput {
-            sr: x.to_vec()?,
-            kernel: k.to_vec()?,
+            sr,
+            kernel,
+            last,
             logs,
             seconds: t0.elapsed().as_secs_f64(),
             parameters: self.parameters(),

@@ -90,3 +90,66 @@ fn too_small_inputs_are_refused_with_the_size_that_works() {
         "{e}"
     );
 }
+
+/// The averaged output only changes what is returned: a run with `OutputRule::Last` returns the
+/// same image as an averaged run's `last`, decay 0 averages to the last step itself, and the
+/// logs carry both scores.
+#[test]
+fn moving_average_output_leaves_the_trajectory_alone() {
+    use dkp::dkp::dip_dkp::OutputRule;
+    let Some(ctx) = ctx() else { return };
+    let dir = dkp::testing::testvectors_dir();
+    let side = 40;
+    let hr = load_rgb(&dir.join("set5_official_inputs/HR/butterfly.png"))
+        .unwrap()
+        .crop(90, 90, side, side)
+        .unwrap();
+    let sf = 2;
+    let k = PriorConfig::gt_data(sf).sample(&mut NumpyRng::new(3));
+    let (lr, h, w) =
+        dkp::dkp::degrade_cpu::degrade(&hr.data, 3, side, side, &k.kernel, 11, sf).unwrap();
+    let lr: Vec<f32> = lr.iter().map(|&v| v as f32).collect();
+    let gt = GroundTruth {
+        hr: Some(&hr),
+        kernel: Some(&k.kernel),
+    };
+    let run = |output: OutputRule| {
+        let mut cfg = DipDkpConfig::paper(sf).with_steps(12);
+        cfg.net.channels = 8;
+        cfg.net.skip = 4;
+        cfg.log_every = 4;
+        cfg.output = output;
+        let mut prior = make_prior(PriorKind::Gaussian, sf, 0);
+        dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {}).unwrap()
+    };
+    let last = run(OutputRule::Last);
+    assert!(last.last.is_none());
+    let ema = run(OutputRule::Ema { decay: 0.9 });
+    let (x_last, k_last) = ema.last.as_ref().unwrap();
+    assert_eq!(x_last, &last.sr, "the output rule changed the trajectory");
+    assert_eq!(k_last, &last.kernel);
+    let diff = ema
+        .sr
+        .iter()
+        .zip(x_last)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff > 1e-4, "the average equals the last step ({diff})");
+    assert!((ema.kernel.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    let l = ema.logs.last().unwrap();
+    assert!(l.psnr_ema.is_some() && l.kernel_psnr_ema.is_some() && l.ema_change.is_some());
+    assert!(l.lr_psnr_ema.is_finite());
+
+    let zero = run(OutputRule::Ema { decay: 0.0 });
+    let (x0, _) = zero.last.as_ref().unwrap();
+    let d0 = zero
+        .sr
+        .iter()
+        .zip(x0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(d0 < 1e-6, "decay 0 must return the last step ({d0})");
+    for l in &zero.logs {
+        assert!((l.psnr.unwrap() - l.psnr_ema.unwrap()).abs() < 1e-6);
+    }
+}
