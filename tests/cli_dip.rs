@@ -91,6 +91,48 @@ fn png_flavours_are_converted_and_outputs_written() {
         assert_eq!(rep["sr_size"], serde_json::json!([48, 48]));
         assert!(rep["adapter"]["name"].is_string());
         assert!(rep["logs"].as_array().is_some_and(|l| !l.is_empty()));
+        assert_eq!(
+            rep["output"], "ema",
+            "the default output is the moving average"
+        );
+        assert!(rep["logs"][0]["lr_psnr"].is_number());
+    }
+}
+
+#[test]
+fn faithful_returns_the_last_step_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.png");
+    write_rgb8(&img, 24);
+    let out = dir.path().join("out");
+    let o = dkp()
+        .arg(&img)
+        .args(FAST)
+        .arg("--faithful")
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("a_report.json")).unwrap()).unwrap();
+    assert_eq!(rep["output"], "last");
+    assert!(rep.get("last_step").is_none());
+    for (flag, value, says) in [
+        ("--ema-decay", "1", "--ema-decay must be in [0, 1)"),
+        ("--ema-decay", "NaN", "--ema-decay must be in [0, 1)"),
+        ("--log-every", "0", "--log-every must be at least 1"),
+    ] {
+        let o = dkp()
+            .arg(&img)
+            .args(FAST)
+            .args([flag, value, "--force", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{flag} {value} was accepted");
+        let e = stderr_of(&o);
+        assert!(e.contains(says) && !e.contains("panicked"), "{e}");
     }
 }
 
@@ -278,4 +320,86 @@ fn langevin_motion_and_every_scale_run() {
         let kernel = std::fs::read_to_string(out.join("a_kernel.txt")).unwrap();
         assert_eq!(kernel.lines().filter(|l| !l.trim().is_empty()).count(), *k);
     }
+}
+
+/// Absurd numbers and clashing names are refused with the flag or the files named, before any
+/// work: the output folder is not even created.
+#[test]
+fn absurd_flags_and_clashing_names_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.png");
+    write_rgb8(&img, 24);
+    let out = dir.path().join("out");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--dip-lr=-1"], "--dip-lr must be a finite value > 0"),
+        (&["--dip-lr", "NaN"], "--dip-lr must be a finite value > 0"),
+        (&["--iters", "0"], "--iters must be at least 1"),
+        (
+            &["--kernel-update", "langevin", "--langevin-step", "inf"],
+            "--langevin-step must be a finite value > 0",
+        ),
+        (
+            &["--kernel-update", "langevin", "--langevin-noise=-1"],
+            "--langevin-noise must be a finite value >= 0",
+        ),
+    ];
+    for (flags, says) in cases {
+        let iters: &[&str] = if flags.contains(&"--iters") {
+            &[]
+        } else {
+            &["--iters", "3"]
+        };
+        let o = dkp()
+            .arg(&img)
+            .args(["--sf", "2", "--channels", "8", "--preset", "quick"])
+            .args(iters)
+            .args(*flags)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let e = stderr_of(&o);
+        assert!(!o.status.success(), "{flags:?} was accepted");
+        assert!(
+            e.contains(says) && !e.contains("panicked"),
+            "{flags:?}: {e}"
+        );
+        assert!(!out.exists(), "{flags:?}: the output folder was created");
+    }
+    // x.png and x.jpg in one folder would write the same x_* set
+    let folder = dir.path().join("in");
+    std::fs::create_dir(&folder).unwrap();
+    write_rgb8(&folder.join("x.png"), 24);
+    image::open(folder.join("x.png"))
+        .unwrap()
+        .save(folder.join("x.jpg"))
+        .unwrap();
+    let o = dkp()
+        .arg(&folder)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let e = stderr_of(&o);
+    assert!(
+        !o.status.success() && e.contains("would both write x_*"),
+        "{e}"
+    );
+    // any file of an earlier set blocks a rerun without --force, not only the SR image
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("a_kernel.png"), b"earlier").unwrap();
+    let o = dkp()
+        .arg(&img)
+        .args(FAST)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let e = stderr_of(&o);
+    assert!(
+        !o.status.success() && e.contains("refusing to overwrite") && e.contains("a_kernel.png"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(out.join("a_kernel.png")).unwrap(), b"earlier");
 }

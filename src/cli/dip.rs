@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use dkp::Context;
-use dkp::dkp::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, StepLog};
+use dkp::dkp::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, StepLog};
 use dkp::dkp::prior::{PriorKind, make_prior};
 use dkp::io::image::{Quantize, RgbImage, decode_rgb_bytes, load_rgb, modcrop, save_png};
 use dkp::io::kernel::{
@@ -111,6 +111,24 @@ pub struct DipArgs {
     /// Noise level σ·255 given to USRNet by --refine (0 for synthetic data, 10 for real photos).
     #[arg(long, default_value_t = 0.0)]
     pub noise: f32,
+    /// The released code's behaviour: return the last step's image and kernel instead of their
+    /// moving averages (see BENCHMARKS.md for what each gives).
+    #[arg(long)]
+    pub faithful: bool,
+    /// Decay of the moving averages that the default output uses.
+    #[arg(long = "ema-decay", default_value_t = dip_dkp::DEFAULT_EMA_DECAY)]
+    pub ema_decay: f32,
+    /// Log (and score, when ground truth is given) every this many DIP steps.
+    #[arg(long = "log-every")]
+    pub log_every: Option<usize>,
+}
+
+/// Scores of the last step's image and kernel, reported beside the default (averaged) output.
+#[derive(serde::Serialize, Clone, Copy)]
+struct LastStep {
+    psnr: Option<f64>,
+    ssim: Option<f64>,
+    kernel_psnr: Option<f64>,
 }
 
 #[derive(serde::Serialize, Clone, Copy)]
@@ -190,6 +208,18 @@ fn collect_jobs(args: &DipArgs, sf: usize) -> Result<Vec<Job>> {
     if lr_files.is_empty() {
         bail!("{}: no PNG or JPEG images found", input.display());
     }
+    // x.png and x.jpg would write the same x_* results.
+    let mut seen = std::collections::HashMap::new();
+    for f in &lr_files {
+        if let Some(other) = seen.insert(stem(f), f) {
+            bail!(
+                "{} and {} would both write {}_* results; rename or move one of them",
+                other.display(),
+                f.display(),
+                stem(f)
+            );
+        }
+    }
     let mut jobs = Vec::new();
     for f in lr_files {
         let name = stem(&f);
@@ -252,10 +282,67 @@ struct Report<'a> {
     psnr: Option<f64>,
     ssim: Option<f64>,
     kernel_psnr: Option<f64>,
+    /// Which image and kernel were written: `last` (the released code's) or `ema`.
+    output: &'static str,
+    /// With the `ema` output: the last step's scores (what `--faithful` would have written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_step: Option<LastStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refined: Option<Refined>,
     logs: &'a [StepLog],
     outputs: Vec<String>,
+}
+
+/// Every file a result set may hold besides `_usrnet.png` (with `--refine`): none of them is
+/// replaced without `--force`.
+const RESULT_SUFFIXES: [&str; 6] = [
+    "sr.png",
+    "kernel.txt",
+    "kernel.mat",
+    "kernel.png",
+    "curves.png",
+    "report.json",
+];
+
+/// Ranges of the numeric flags, checked before the GPU starts.
+fn validate_flags(args: &DipArgs) -> Result<()> {
+    if !args.noise.is_finite() || args.noise < 0.0 {
+        bail!("--noise must be a finite value >= 0 (got {})", args.noise);
+    }
+    if !(args.ema_decay.is_finite() && (0.0..1.0).contains(&args.ema_decay)) {
+        bail!("--ema-decay must be in [0, 1) (got {})", args.ema_decay);
+    }
+    if args.log_every == Some(0) {
+        bail!("--log-every must be at least 1");
+    }
+    if args.iters == Some(0) {
+        bail!("--iters must be at least 1");
+    }
+    if let Some(lr) = args.dip_lr
+        && !(lr.is_finite() && lr > 0.0)
+    {
+        bail!("--dip-lr must be a finite value > 0 (got {lr})");
+    }
+    if let Some(c) = args.channels
+        && c < 2
+    {
+        bail!("--channels must be at least 2");
+    }
+    if args.kernel_update == KernelUpdateArg::Langevin {
+        if !(args.langevin_step.is_finite() && args.langevin_step > 0.0) {
+            bail!(
+                "--langevin-step must be a finite value > 0 (got {})",
+                args.langevin_step
+            );
+        }
+        if !(args.langevin_noise.is_finite() && args.langevin_noise >= 0.0) {
+            bail!(
+                "--langevin-noise must be a finite value >= 0 (got {})",
+                args.langevin_noise
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
@@ -269,13 +356,11 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     if ![2, 3, 4, 8].contains(&sf) {
         bail!("--sf must be 2, 3, 4 or 8 (got {sf})");
     }
+    validate_flags(args)?;
     let mut opts = opts.clone();
     opts.profile = args.profile || args.trace.is_some();
     opts.trace = args.trace.is_some();
     let ctx: Arc<Context> = Context::new(&opts)?;
-    if !args.noise.is_finite() || args.noise < 0.0 {
-        bail!("--noise must be a finite value >= 0 (got {})", args.noise);
-    }
     // Load USRNet before any DIP work, so a missing weights file fails fast.
     let refiner = match args.refine {
         Some(RefineArg::Usrnet) => {
@@ -304,15 +389,29 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     }
     if let Some(n) = args.iters {
         cfg = cfg.with_steps(n);
+        if cfg.total_steps() != n {
+            eprintln!(
+                "note: --iters {n} runs {} DIP steps (whole outer iterations of {})",
+                cfg.total_steps(),
+                cfg.inner_iters
+            );
+        }
     }
     cfg.seed = args.seed;
+    cfg.output = if args.faithful {
+        OutputRule::Last
+    } else {
+        OutputRule::Ema {
+            decay: args.ema_decay,
+        }
+    };
+    if let Some(n) = args.log_every {
+        cfg.log_every = n;
+    }
     if let Some(lr) = args.dip_lr {
         cfg.dip_lr = lr;
     }
     if let Some(c) = args.channels {
-        if c < 2 {
-            bail!("--channels must be at least 2");
-        }
         cfg.net.channels = c;
         cfg.net.skip = (c / 8).max(1);
     }
@@ -335,10 +434,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         let mut clash = Vec::new();
         for j in &jobs {
             let refined = refiner.as_ref().map(|_| "usrnet.png");
-            for suffix in ["sr.png", "kernel.txt", "report.json"]
-                .into_iter()
-                .chain(refined)
-            {
+            for suffix in RESULT_SUFFIXES.into_iter().chain(refined) {
                 let p = args.out.join(format!("{}_{suffix}", j.name));
                 if p.exists() {
                     clash.push(p.display().to_string());
@@ -400,7 +496,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         let mut on_progress = |step: usize, log: Option<&StepLog>| {
             bar.set_position(step as u64 + 1);
             if let Some(l) = log {
-                let mut msg = format!("loss {:.4e}", l.image_loss);
+                let mut msg = format!("loss {:.4e} LR-fit {:.2} dB", l.image_loss, l.lr_psnr);
                 if let Some(p) = l.psnr {
                     msg += &format!(" PSNR {p:.2} dB");
                 }
@@ -438,6 +534,31 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         };
         let kernel_psnr = match &job.kernel {
             Some(k) => Some(dkp::dkp::metrics::kernel_psnr(&k.data, &kern.data)?),
+            None => None,
+        };
+        let last_step = match &out.last {
+            Some((x, k)) => {
+                let score = match &job.hr {
+                    Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(
+                        hr,
+                        &dip_dkp::to_rgb_image(x, sw, sh)?,
+                        sf,
+                    )?),
+                    None => None,
+                };
+                let kernel_psnr = match &job.kernel {
+                    Some(kg) => {
+                        let est: Vec<f64> = k.iter().map(|&v| v as f64).collect();
+                        Some(dkp::dkp::metrics::kernel_psnr(&kg.data, &est)?)
+                    }
+                    None => None,
+                };
+                Some(LastStep {
+                    psnr: score.map(|s| s.psnr),
+                    ssim: score.map(|s| s.ssim),
+                    kernel_psnr,
+                })
+            }
             None => None,
         };
         let mut refined = None;
@@ -491,6 +612,13 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
                     color: [30, 150, 60],
                 });
             }
+            let lr_fit: Vec<f64> = out.logs.iter().map(|l| l.lr_psnr).collect();
+            series.push(dkp::io::plot::Series {
+                xs: &xs,
+                ys: &lr_fit,
+                log: false,
+                color: [150, 60, 170],
+            });
             let p_plot = args.out.join(format!("{}_curves.png", job.name));
             dkp::io::plot::write(&p_plot, &series)?;
             outputs.push(p_plot.display().to_string());
@@ -511,6 +639,11 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
             psnr: score.map(|s| s.psnr),
             ssim: score.map(|s| s.ssim),
             kernel_psnr,
+            output: match cfg.output {
+                OutputRule::Last => "last",
+                OutputRule::Ema { .. } => "ema",
+            },
+            last_step,
             refined,
             logs: &out.logs,
             outputs: outputs.clone(),
@@ -526,6 +659,18 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         }
         if let Some(k) = kernel_psnr {
             line += &format!(", kernel PSNR {k:.2} dB");
+        }
+        if let Some(LastStep {
+            psnr: Some(p),
+            kernel_psnr: kp,
+            ..
+        }) = last_step
+        {
+            line += &format!(" (last step: PSNR {p:.2} dB");
+            if let Some(k) = kp {
+                line += &format!(", kernel PSNR {k:.2} dB");
+            }
+            line += ")";
         }
         if let Some(r) = refined {
             line += &format!(
