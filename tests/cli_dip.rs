@@ -386,6 +386,41 @@ fn absurd_flags_and_clashing_names_are_refused_before_any_work() {
         !o.status.success() && e.contains("would both write x_*"),
         "{e}"
     );
+    // ground truth that cannot be scored against: wrong HR size, a file where a folder is
+    // needed, a kernel with a NaN
+    let hr_small = dir.path().join("hr_small.png");
+    write_rgb8(&hr_small, 40);
+    let k_nan = dir.path().join("k.txt");
+    std::fs::write(&k_nan, "0.5 NaN\n0.25 0.25\n").unwrap();
+    let cases: &[(&Path, &[&std::ffi::OsStr], &str)] = &[
+        (
+            &img,
+            &["--hr".as_ref(), hr_small.as_os_str()],
+            "the HR image is 40x40 but the LR",
+        ),
+        (
+            &folder,
+            &["--hr".as_ref(), hr_small.as_os_str()],
+            "--hr must be a folder",
+        ),
+        (&img, &["--kernel-gt".as_ref(), k_nan.as_os_str()], "is NaN"),
+    ];
+    for (input, flags, says) in cases {
+        let o = dkp()
+            .arg(input)
+            .args(FAST)
+            .args(*flags)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let e = stderr_of(&o);
+        assert!(!o.status.success(), "{flags:?} was accepted");
+        assert!(
+            e.contains(says) && !e.contains("panicked"),
+            "{flags:?}: {e}"
+        );
+    }
     // any file of an earlier set blocks a rerun without --force, not only the SR image
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("a_kernel.png"), b"earlier").unwrap();

@@ -208,6 +208,18 @@ fn collect_jobs(args: &DipArgs, sf: usize) -> Result<Vec<Job>> {
     if lr_files.is_empty() {
         bail!("{}: no PNG or JPEG images found", input.display());
     }
+    if input.is_dir() {
+        for (flag, p) in [("--hr", &args.hr), ("--kernel-gt", &args.kernel_gt)] {
+            if let Some(p) = p
+                && !p.is_dir()
+            {
+                bail!(
+                    "{flag} {}: with a folder of inputs, {flag} must be a folder of files with the same names",
+                    p.display()
+                );
+            }
+        }
+    }
     // x.png and x.jpg would write the same x_* results.
     let mut seen = std::collections::HashMap::new();
     for f in &lr_files {
@@ -234,7 +246,26 @@ fn collect_jobs(args: &DipArgs, sf: usize) -> Result<Vec<Job>> {
             (None, false) => args.kernel_gt.clone(),
             _ => None,
         };
-        let hr = hr_path.map(|p| load_rgb(&p)).transpose()?;
+        let hr = match hr_path {
+            Some(p) => {
+                let hr = load_rgb(&p)?;
+                let (want_w, want_h) = (sf * lr.width, sf * lr.height);
+                if hr.width / sf != lr.width || hr.height / sf != lr.height {
+                    bail!(
+                        "{}: the HR image is {}x{} but the LR {} is {}x{}; at x{sf} the HR must be {want_w}x{want_h} (up to {} more pixels per side are cropped)",
+                        p.display(),
+                        hr.width,
+                        hr.height,
+                        f.display(),
+                        lr.width,
+                        lr.height,
+                        sf - 1
+                    );
+                }
+                Some(hr)
+            }
+            None => None,
+        };
         let kernel = k_path.map(|p| read_kernel(&p)).transpose()?;
         jobs.push(Job {
             name,

@@ -104,13 +104,56 @@ pub fn read_kernel_mat(path: &Path) -> Result<Kernel> {
     })
 }
 
-/// Read a kernel from `.mat` or `.txt` (chosen by extension).
+/// Read a blur kernel from `.mat` or `.txt` (chosen by extension); its values must be usable as
+/// one (see [`check_blur_kernel`]).
 pub fn read_kernel(path: &Path) -> Result<Kernel> {
-    match path.extension().and_then(|e| e.to_str()) {
+    let k = match path.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("mat") => read_kernel_mat(path),
         Some(e) if e.eq_ignore_ascii_case("txt") => read_kernel_txt(path),
         _ => Err(file_err(path, "kernel files must end in .mat or .txt")),
+    }?;
+    check_blur_kernel(&k).map_err(|m| file_err(path, m))?;
+    Ok(k)
+}
+
+/// Largest tap a blur kernel file may hold: kernels sum to about 1, so anything this big is a
+/// wrong file (and would overflow the f32 GPU math).
+const MAX_TAP: f64 = 1e3;
+
+/// A blur kernel has finite, non-negative taps (float noise down to 1e-6 of the largest is
+/// allowed) of which some are positive. Says which tap is wrong otherwise.
+pub fn check_blur_kernel(k: &Kernel) -> std::result::Result<(), String> {
+    let at = |i: usize| format!("tap (row {}, column {})", i / k.size + 1, i % k.size + 1);
+    if let Some(i) = k.data.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "{} is {}; a blur kernel needs finite values",
+            at(i),
+            k.data[i]
+        ));
     }
+    let max = k.data.iter().copied().fold(0.0f64, f64::max);
+    if let Some(i) = k.data.iter().position(|v| v.abs() > MAX_TAP) {
+        return Err(format!(
+            "{} is {:e}; blur kernel taps sum to about 1 (at most {MAX_TAP:e} accepted)",
+            at(i),
+            k.data[i]
+        ));
+    }
+    if let Some(i) = k
+        .data
+        .iter()
+        .position(|&v| v < -1e-6 * max.max(f64::MIN_POSITIVE))
+    {
+        return Err(format!(
+            "{} is {:e}; a blur kernel cannot have negative taps",
+            at(i),
+            k.data[i]
+        ));
+    }
+    if max <= 0.0 {
+        return Err("every tap is zero; a blur kernel needs a positive sum".into());
+    }
+    Ok(())
 }
 
 /// Grayscale picture of a kernel: each tap becomes a `scale × scale` block, brightness

@@ -81,6 +81,22 @@ fn kernel_files_roundtrip_and_errors() {
     let e = read_kernel(&m).unwrap_err().to_string();
     assert!(e.contains("'Kernel'") && e.contains("Other"), "{e}");
     assert!(parse_mat(b"MATLAB 5.0 but short").is_err());
+    // values that are no blur kernel are refused with the tap named
+    for (text, says) in [
+        ("0.5 NaN\n0.25 0.25\n", "(row 1, column 2) is NaN"),
+        ("0.5 0.5\ninf 0\n", "(row 2, column 1) is inf"),
+        ("1e300 0\n0 0\n", "(row 1, column 1) is 1e300"),
+        ("0.6 -0.1\n0.3 0.2\n", "negative"),
+        ("0 0\n0 0\n", "every tap is zero"),
+    ] {
+        std::fs::write(&t, text).unwrap();
+        let e = read_kernel(&t).unwrap_err().to_string();
+        assert!(e.contains(says) && e.contains("k.txt"), "{text:?}: {e}");
+    }
+    let bytes = dkp::io::mat::mat_bytes("Kernel", 2, 2, &[0.25, f64::NAN, 0.25, 0.25]).unwrap();
+    std::fs::write(&m, bytes).unwrap();
+    let e = read_kernel(&m).unwrap_err().to_string();
+    assert!(e.contains("is NaN") && e.contains("k.mat"), "{e}");
 }
 
 fn write_png_with(path: &Path, w: u32, h: u32, ct: image::ExtendedColorType, data: &[u8]) {
