@@ -59,9 +59,9 @@ def cell(method, sf, col):
     seeds = {s: v for s, v in runs.get((method, sf), {}).items() if set(v) >= set(images)}
     if not seeds:
         return '-', 0
-    per_seed = [mean(v[i][col] for i in images) for v in seeds.values()]
-    if any(x is None for v in seeds.values() for i in images for x in [v[i][col]]):
+    if any(v[i][col] is None for v in seeds.values() for i in images):
         return '-', len(seeds)
+    per_seed = [mean(v[i][col] for i in images) for v in seeds.values()]
     d = 3 if col == 1 else 2
     return f'{mean(per_seed):.{d}f} ± {pstdev(per_seed):.{d}f}', len(seeds)
 
@@ -90,6 +90,30 @@ for sf in scales:
         fmt = lambda x: '-' if x[0] is None else f'{x[0]:.2f} ({x[1]})'
         delta = '-' if f[0] is None or d[0] is None else f'{d[0] - f[0]:+.2f}'
         print(f'x{sf} {i:10s} {fmt(r):>12s} {fmt(f):>12s} {fmt(d):>12s} {delta:>7s}')
+
+# Step-selection rules scored from the logs (the logged PSNR is of the float image at that step;
+# the written PNG is quantized, a difference of ~0.01 dB). GT-free rules only look at lr_psnr*.
+rules = {
+    'select: best LR fit of the average': lambda ok: max(ok, key=lambda l: l['lr_psnr_ema'])['psnr_ema'],
+    'select: best LR fit of the step': lambda ok: max(ok, key=lambda l: l['lr_psnr'])['psnr'],
+    'oracle: best logged average (uses GT)': lambda ok: max(l['psnr_ema'] for l in ok),
+    'oracle: best logged step (uses GT)': lambda ok: max(l['psnr'] for l in ok),
+}
+print('\nPSNR_Y by step-selection rule, mean over images (seed, n images): rule / faithful / default')
+for sf in scales:
+    for seed in sorted({k[1] for k in curves if k[0] == sf}):
+        sel = {i: [l for l in logs if l.get('psnr') is not None and l.get('psnr_ema') is not None]
+               for (f, s, i), logs in curves.items() if f == sf and s == seed}
+        sel = {i: ok for i, ok in sel.items() if ok}
+        if not sel:
+            continue
+        base = runs.get(('faithful', sf), {}).get(seed, {})
+        dflt = runs.get(('default (EMA)', sf), {}).get(seed, {})
+        for name, rule in rules.items():
+            v = mean(rule(ok) for ok in sel.values())
+            f = mean(base[i][0] for i in sel if i in base) if all(i in base for i in sel) else float('nan')
+            d = mean(dflt[i][0] for i in sel if i in dflt) if all(i in dflt for i in sel) else float('nan')
+            print(f'x{sf} s{seed} (n={len(sel)}) {name:40s} {v:.2f} / {f:.2f} / {d:.2f}')
 
 print('\nCurves (logged every N steps): final / best logged step (step) for the last-step and '
       'averaged outputs')
