@@ -42,6 +42,18 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `dkp dip ARGS` and checks it fails with a message containing `says` (never a panic).
+fn refused<S: AsRef<std::ffi::OsStr>>(args: &[S], says: &str) {
+    let o = dkp().args(args).output().unwrap();
+    let e = stderr_of(&o);
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert!(!o.status.success(), "{shown:?} was accepted");
+    assert!(
+        e.contains(says) && !e.contains("panicked"),
+        "{shown:?}: {e}"
+    );
+}
+
 #[test]
 fn png_flavours_are_converted_and_outputs_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -344,26 +356,15 @@ fn absurd_flags_and_clashing_names_are_refused_before_any_work() {
         ),
     ];
     for (flags, says) in cases {
-        let iters: &[&str] = if flags.contains(&"--iters") {
-            &[]
-        } else {
-            &["--iters", "3"]
-        };
-        let o = dkp()
-            .arg(&img)
-            .args(["--sf", "2", "--channels", "8", "--preset", "quick"])
-            .args(iters)
-            .args(*flags)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let e = stderr_of(&o);
-        assert!(!o.status.success(), "{flags:?} was accepted");
-        assert!(
-            e.contains(says) && !e.contains("panicked"),
-            "{flags:?}: {e}"
-        );
+        let mut args: Vec<&std::ffi::OsStr> = vec![img.as_ref()];
+        let os = |v: &'static str| std::ffi::OsStr::new(v);
+        args.extend(["--sf", "2", "--channels", "8", "--preset", "quick"].map(os));
+        if !flags.contains(&"--iters") {
+            args.extend(["--iters", "3"].map(os));
+        }
+        args.extend(flags.iter().map(|f| os(f)));
+        args.extend([os("--out"), out.as_os_str()]);
+        refused(&args, says);
         assert!(!out.exists(), "{flags:?}: the output folder was created");
     }
     // x.png and x.jpg in one folder would write the same x_* set
@@ -406,20 +407,11 @@ fn absurd_flags_and_clashing_names_are_refused_before_any_work() {
         (&img, &["--kernel-gt".as_ref(), k_nan.as_os_str()], "is NaN"),
     ];
     for (input, flags, says) in cases {
-        let o = dkp()
-            .arg(input)
-            .args(FAST)
-            .args(*flags)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let e = stderr_of(&o);
-        assert!(!o.status.success(), "{flags:?} was accepted");
-        assert!(
-            e.contains(says) && !e.contains("panicked"),
-            "{flags:?}: {e}"
-        );
+        let mut args: Vec<&std::ffi::OsStr> = vec![input.as_os_str()];
+        args.extend(FAST.iter().map(std::ffi::OsStr::new));
+        args.extend(flags.iter().copied());
+        args.extend([std::ffi::OsStr::new("--out"), out.as_os_str()]);
+        refused(&args, says);
     }
     // any file of an earlier set blocks a rerun without --force, not only the SR image
     std::fs::create_dir(&out).unwrap();
