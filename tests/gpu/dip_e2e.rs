@@ -128,12 +128,7 @@ fn moving_average_output_leaves_the_trajectory_alone() {
     let (x_last, k_last) = ema.last.as_ref().unwrap();
     assert_eq!(x_last, &last.sr, "the output rule changed the trajectory");
     assert_eq!(k_last, &last.kernel);
-    let diff = ema
-        .sr
-        .iter()
-        .zip(x_last)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let diff = max_abs_diff(&ema.sr, x_last);
     assert!(diff > 1e-4, "the average equals the last step ({diff})");
     assert!((ema.kernel.iter().sum::<f32>() - 1.0).abs() < 1e-4);
     let l = ema.logs.last().unwrap();
@@ -142,14 +137,17 @@ fn moving_average_output_leaves_the_trajectory_alone() {
 
     let zero = run(OutputRule::Ema { decay: 0.0 });
     let (x0, _) = zero.last.as_ref().unwrap();
-    let d0 = zero
-        .sr
-        .iter()
-        .zip(x0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let d0 = max_abs_diff(&zero.sr, x0);
     assert!(d0 < 1e-6, "decay 0 must return the last step ({d0})");
     for l in &zero.logs {
         assert!((l.psnr.unwrap() - l.psnr_ema.unwrap()).abs() < 1e-6);
     }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
