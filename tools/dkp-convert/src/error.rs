@@ -40,14 +40,48 @@ pub enum Error {
     #[error("tensor `{key}`: {msg}")]
     Tensor { key: String, msg: String },
 
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    /// A problem with a path given by the caller (missing folder, a folder where a file is
+    /// expected, the output would replace the input, ...); the message names the path.
+    #[error("{0}")]
+    Path(String),
 
+    /// An i/o failure. `what` says what was being done, and to which path, e.g.
+    /// `cannot create out/.x.safetensors.tmp-42`; the underlying error is part of the message
+    /// (and deliberately not also exposed as `source()`, so that a printed error chain shows
+    /// each cause once).
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+
+    /// The zip reader failed (its own message, shown once as above).
     #[error("zip archive error: {0}")]
-    Zip(#[from] zip::result::ZipError),
+    Zip(zip::result::ZipError),
+}
+
+impl From<std::io::Error> for Error {
+    /// An i/o error without context (e.g. from a caller-supplied writer).
+    fn from(err: std::io::Error) -> Self {
+        Error::Io {
+            what: "i/o error".into(),
+            err,
+        }
+    }
+}
+
+impl From<zip::result::ZipError> for Error {
+    fn from(e: zip::result::ZipError) -> Self {
+        Error::Zip(e)
+    }
 }
 
 impl Error {
+    /// An i/o error with what was being done and to which path.
+    pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            err,
+        }
+    }
+
     pub(crate) fn tensor(key: &str, msg: impl Into<String>) -> Self {
         Error::Tensor {
             key: key.to_string(),

@@ -1,7 +1,7 @@
 //! `dkp-convert IN.pt OUT.safetensors [--map unet|usrnet|classifier|none] [--f16] [--strict]`
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
@@ -26,7 +26,8 @@ enum MapArg {
 struct Args {
     /// Input checkpoint (torch.save output). Never modified.
     input: PathBuf,
-    /// Output .safetensors file (written atomically: temp file + rename).
+    /// Output .safetensors file (written atomically: temp file + rename). Its folder must
+    /// exist.
     output: PathBuf,
     /// Check names/shapes/dtypes against a known model; names are kept as they are.
     #[arg(long, value_enum, default_value = "none")]
@@ -80,14 +81,22 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         key: args.key.clone(),
         prefix,
     };
-    if !args.dry_run && writer::same_file(&args.input, &args.output) {
-        anyhow::bail!(
-            "refusing to overwrite the input checkpoint {}",
-            args.input.display()
-        );
+    // Cheap checks of both paths before the input is parsed.
+    check_input(&args.input)?;
+    if !args.dry_run {
+        if writer::same_file(&args.input, &args.output) {
+            anyhow::bail!(
+                "refusing to overwrite the input checkpoint {}",
+                args.input.display()
+            );
+        }
+        writer::check_output_path(&args.output)?;
     }
-    let mut ckpt = Checkpoint::open(&args.input, &opts)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
+    let mut ckpt = Checkpoint::open(&args.input, &opts).map_err(|e| match e {
+        // these name their path already
+        dkp_convert::Error::Io { .. } | dkp_convert::Error::Path(_) => anyhow::Error::new(e),
+        e => anyhow::anyhow!("{}: {e}", args.input.display()),
+    })?;
 
     let values: u64 = ckpt.tensors.iter().map(|t| t.numel() as u64).sum();
     let mut by_dtype: BTreeMap<String, usize> = BTreeMap::new();
@@ -170,4 +179,25 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The input must be an existing, readable file.
+fn check_input(input: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(input) {
+        Ok(m) if m.is_dir() => {
+            anyhow::bail!(
+                "cannot read {}: it is a folder, not a checkpoint file",
+                input.display()
+            )
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("cannot read {}: the file does not exist", input.display())
+        }
+        Err(e) => anyhow::bail!("cannot read {}: {e}", input.display()),
+    }
+    if let Err(e) = std::fs::File::open(input) {
+        anyhow::bail!("cannot open {}: {e}", input.display());
+    }
+    Ok(())
 }

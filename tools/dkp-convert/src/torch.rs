@@ -151,17 +151,21 @@ fn storage_class_elem_size(class: &str) -> Option<usize> {
 impl Checkpoint {
     /// Opens a checkpoint file (zip or legacy format, detected from the content).
     pub fn open(path: &Path, opts: &LoadOptions) -> Result<Checkpoint> {
-        let mut f = File::open(path)?;
+        let ctx = |op: &str| {
+            let what = format!("cannot {op} {}", path.display());
+            move |e| Error::io(what, e)
+        };
+        let mut f = File::open(path).map_err(ctx("open"))?;
         let mut head = [0u8; 4];
-        let n = read_up_to(&mut f, &mut head)?;
+        let n = read_up_to(&mut f, &mut head).map_err(ctx("read"))?;
         if is_zip(&head[..n]) {
-            let len = f.metadata()?.len();
-            f.rewind()?;
+            let len = f.metadata().map_err(ctx("stat"))?.len();
+            f.rewind().map_err(ctx("read"))?;
             Self::from_zip(Box::new(BufReader::new(f)), len, opts)
         } else {
-            f.rewind()?;
+            f.rewind().map_err(ctx("read"))?;
             let mut data = Vec::new();
-            f.read_to_end(&mut data)?;
+            f.read_to_end(&mut data).map_err(ctx("read"))?;
             Self::from_legacy(data, opts)
         }
     }
@@ -483,7 +487,9 @@ fn read_entry<R: Read + Seek>(
     let mut v = Vec::new();
     v.try_reserve_exact(size as usize)
         .map_err(|_| Error::Format(format!("entry `{name}`: cannot allocate {size} bytes")))?;
-    entry.read_to_end(&mut v)?;
+    entry
+        .read_to_end(&mut v)
+        .map_err(|e| Error::io(format!("cannot read zip entry `{name}`"), e))?;
     Ok(v)
 }
 

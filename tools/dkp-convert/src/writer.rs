@@ -49,6 +49,17 @@ pub fn write_safetensors<W: Write>(
     w: &mut W,
     opts: &WriteOptions,
 ) -> Result<WriteSummary> {
+    write_to(ckpt, w, opts, "the output")
+}
+
+/// [`write_safetensors`]; write errors say `cannot write {dest}`.
+fn write_to<W: Write>(
+    ckpt: &mut Checkpoint,
+    w: &mut W,
+    opts: &WriteOptions,
+    dest: &str,
+) -> Result<WriteSummary> {
+    let werr = |e| Error::io(format!("cannot write {dest}"), e);
     let out_dtypes: Vec<DType> = ckpt
         .tensors
         .iter()
@@ -100,19 +111,20 @@ pub fn write_safetensors<W: Write>(
     while header.len() % 8 != 0 {
         header.push(' ');
     }
-    w.write_all(&(header.len() as u64).to_le_bytes())?;
-    w.write_all(header.as_bytes())?;
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(werr)?;
+    w.write_all(header.as_bytes()).map_err(werr)?;
 
     for &i in &order {
         let bytes = ckpt.tensor_bytes(i)?;
         let from = ckpt.tensors[i].dtype;
         let to = out_dtypes[i];
         if from == to {
-            w.write_all(&bytes)?;
+            w.write_all(&bytes).map_err(werr)?;
         } else {
             let (converted, overflowed) = to_f16(&bytes, from);
             summary.overflowed += overflowed;
-            w.write_all(&converted)?;
+            w.write_all(&converted).map_err(werr)?;
         }
     }
     summary.tensors = order.len();
@@ -166,16 +178,10 @@ pub fn same_file(input: &Path, out: &Path) -> bool {
     };
     let b = match std::fs::canonicalize(out) {
         Ok(b) => b,
-        Err(_) => {
-            let parent = match out.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            match (std::fs::canonicalize(parent), out.file_name()) {
-                (Ok(p), Some(f)) => p.join(f),
-                _ => return false,
-            }
-        }
+        Err(_) => match (std::fs::canonicalize(parent_dir(out)), out.file_name()) {
+            (Ok(p), Some(f)) => p.join(f),
+            _ => return false,
+        },
     };
     if a == b {
         return true;
@@ -190,8 +196,40 @@ pub fn same_file(input: &Path, out: &Path) -> bool {
     false
 }
 
-/// Writes `out` atomically: a temporary file in the same directory, fsync, then rename.
-/// Refuses to write over `input`.
+/// The folder a path would be created in (`.` for a bare file name).
+pub fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks that `out` can be created: its folder exists and is a folder, and `out` itself is
+/// not a folder. Whether a file is already there is the caller's business.
+pub fn check_output_path(out: &Path) -> Result<()> {
+    let dir = parent_dir(out);
+    let problem = match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(format!("{} is not a folder", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("the folder {} does not exist", dir.display()))
+        }
+        Err(e) => Some(format!("cannot access the folder {}: {e}", dir.display())),
+    };
+    if let Some(p) = problem {
+        return Err(Error::Path(format!("cannot write {}: {p}", out.display())));
+    }
+    if std::fs::metadata(out).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Path(format!(
+            "cannot write {}: it is a folder",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `out` atomically: a temporary file in the same directory, fsync, then rename (an
+/// existing `out` is replaced). Refuses to write over `input`.
 pub fn write_safetensors_file(
     ckpt: &mut Checkpoint,
     input: &Path,
@@ -199,40 +237,44 @@ pub fn write_safetensors_file(
     opts: &WriteOptions,
 ) -> Result<WriteSummary> {
     if same_file(input, out) {
-        return Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!(
-                "refusing to overwrite the input checkpoint {}",
-                input.display()
-            ),
+        return Err(Error::Path(format!(
+            "refusing to overwrite the input checkpoint {}",
+            input.display()
         )));
     }
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(out);
     let fname = out
         .file_name()
-        .ok_or_else(|| {
-            Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("output path {} has no file name", out.display()),
-            ))
-        })?
+        .ok_or_else(|| Error::Path(format!("output path {} has no file name", out.display())))?
         .to_string_lossy()
         .into_owned();
     let tmp = dir.join(format!(".{fname}.tmp-{}", std::process::id()));
+    let tmp_name = tmp.display().to_string();
     let result = (|| -> Result<WriteSummary> {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp)?;
+            .open(&tmp)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() {
+                    Error::Path(format!(
+                        "cannot create {tmp_name}: the folder {} does not exist",
+                        dir.display()
+                    ))
+                } else {
+                    Error::io(format!("cannot create {tmp_name}"), e)
+                }
+            })?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
-        let s = write_safetensors(ckpt, &mut w, opts)?;
-        let f = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
-        f.sync_all()?;
+        let s = write_to(ckpt, &mut w, opts, &tmp_name)?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io(format!("cannot write {tmp_name}"), e.into_error()))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("cannot sync {tmp_name}"), e))?;
         drop(f);
-        std::fs::rename(&tmp, out)?;
+        std::fs::rename(&tmp, out)
+            .map_err(|e| Error::io(format!("cannot rename {tmp_name} to {}", out.display()), e))?;
         Ok(s)
     })();
     if result.is_err() {

@@ -684,3 +684,88 @@ fn cli_usrnet_strict() {
     assert_same_tensors(&read(&out), &read(&st), "cli usrnet");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn cli_missing_output_folder_is_named_before_parsing() {
+    let d = tmpdir("nodir");
+    let out = d.join("nodir/x.safetensors");
+    // a hostile input: the folder problem must be reported first, without parsing
+    for input in [fixture("f32.pt"), fixture("hostile_system.pt")] {
+        let o = cli(&[&input, &out]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = stderr_of(&o);
+        assert!(
+            err.contains(&d.join("nodir").display().to_string())
+                && err.contains("does not exist")
+                && !err.contains("posix.system"),
+            "{err}"
+        );
+        assert!(err.matches("os error").count() <= 1, "{err}");
+    }
+    // the parent is a file, not a folder
+    let file = d.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = cli(&[&fixture("f32.pt"), &file.join("x.safetensors")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr_of(&o);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("not a folder"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn cli_missing_input_is_named_once() {
+    let d = tmpdir("noinput");
+    let input = d.join("missing.pth");
+    let out = d.join("x.safetensors");
+    let o = cli(&[&input, &out]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr_of(&o);
+    assert!(
+        err.contains(&input.display().to_string()) && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(err.matches("os error").count() <= 1, "{err}");
+    // a folder given as the input
+    let o = cli(&[&d, &out]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr_of(&o).contains("is a folder"), "{}", stderr_of(&o));
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn io_errors_name_the_path_and_print_each_cause_once() {
+    let d = tmpdir("ioerr");
+    let input = fixture("f32.pt");
+    let mut c = Checkpoint::open(&input, &LoadOptions::default()).unwrap();
+    let out = d.join("nodir/x.safetensors");
+    let e = dkp_convert::write_safetensors_file(&mut c, &input, &out, &WriteOptions::default())
+        .unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::new(e));
+    assert!(
+        chain.contains("cannot create")
+            && chain.contains(
+                &d.join("nodir")
+                    .join(".x.safetensors.tmp")
+                    .display()
+                    .to_string()
+            )
+            && chain.contains("does not exist"),
+        "{chain}"
+    );
+    assert!(chain.matches("os error").count() <= 1, "{chain}");
+
+    let missing = d.join("missing.pt");
+    let e = Checkpoint::open(&missing, &LoadOptions::default()).unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::new(e));
+    assert!(chain.contains(&missing.display().to_string()), "{chain}");
+    assert_eq!(chain.matches("os error").count(), 1, "{chain}");
+    let _ = std::fs::remove_dir_all(&d);
+}
