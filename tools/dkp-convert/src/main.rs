@@ -1,4 +1,5 @@
-//! `dkp-convert IN.pt OUT.safetensors [--map unet|usrnet|classifier|none] [--f16] [--strict]`
+//! `dkp-convert IN.pt OUT.safetensors [--map unet|usrnet|classifier|none] [--f16] [--strict]
+//! [--force]`
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ struct Args {
     /// Input checkpoint (torch.save output). Never modified.
     input: PathBuf,
     /// Output .safetensors file (written atomically: temp file + rename). Its folder must
-    /// exist.
+    /// exist; an existing file is only replaced with --force.
     output: PathBuf,
     /// Check names/shapes/dtypes against a known model; names are kept as they are.
     #[arg(long, value_enum, default_value = "none")]
@@ -38,6 +39,9 @@ struct Args {
     /// Fail (exit 2, nothing written) on any missing/unexpected/mis-shaped/non-F32 key.
     #[arg(long)]
     strict: bool,
+    /// Replace OUTPUT if it exists (never the input itself).
+    #[arg(long)]
+    force: bool,
     /// Path of the state dict inside the checkpoint dict, `/`-separated (e.g. `ema` or
     /// `checkpoint/model`). Default: top level, else the first of state_dict, model, ema,
     /// params, model_state_dict, params_ema, net, module that holds tensors.
@@ -49,7 +53,7 @@ struct Args {
     /// Strip this prefix from every key that starts with it (instead of the `module.` rule).
     #[arg(long)]
     strip_prefix: Option<String>,
-    /// Parse, validate and report, but write nothing.
+    /// Parse, validate and report, but write nothing (an existing OUTPUT is no obstacle).
     #[arg(long)]
     dry_run: bool,
 }
@@ -91,6 +95,12 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
         }
         writer::check_output_path(&args.output)?;
+        if !args.force && std::fs::symlink_metadata(&args.output).is_ok() {
+            anyhow::bail!(
+                "{} already exists; use --force to replace it",
+                args.output.display()
+            );
+        }
     }
     let mut ckpt = Checkpoint::open(&args.input, &opts).map_err(|e| match e {
         // these name their path already

@@ -690,6 +690,51 @@ fn stderr_of(o: &std::process::Output) -> String {
 }
 
 #[test]
+fn cli_refuses_to_replace_an_existing_output_without_force() {
+    let d = tmpdir("force");
+    let out = d.join("out.safetensors");
+    std::fs::write(&out, b"precious").unwrap();
+
+    // refused, naming the path and the flag; the file is untouched
+    let o = cli(&[&fixture("f32.pt"), &out]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr_of(&o);
+    assert!(
+        err.contains(&out.display().to_string()) && err.contains("use --force"),
+        "{err}"
+    );
+    assert_eq!(read(&out), b"precious");
+
+    // the check comes before the input is parsed: a hostile input is not even looked at
+    let o = cli(&[&fixture("hostile_system.pt"), &out]);
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("use --force") && !err.contains("posix.system"),
+        "{err}"
+    );
+    assert_eq!(read(&out), b"precious");
+
+    // --dry-run writes nothing, so it does not refuse
+    let o = cli(&[&fixture("f32.pt"), &out, Path::new("--dry-run")]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(read(&out), b"precious");
+
+    // --force replaces it
+    let o = cli(&[&fixture("f32.pt"), &out, Path::new("--force")]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_same_tensors(&read(&out), &read(&fixture("f32.safetensors")), "--force");
+
+    // ... but never the input itself
+    let input = d.join("in.pt");
+    std::fs::copy(fixture("f32.pt"), &input).unwrap();
+    let o = cli(&[&input, &input, Path::new("--force")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr_of(&o).contains("refusing to overwrite the input"));
+    assert_eq!(read(&input), read(&fixture("f32.pt")));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn cli_missing_output_folder_is_named_before_parsing() {
     let d = tmpdir("nodir");
     let out = d.join("nodir/x.safetensors");
