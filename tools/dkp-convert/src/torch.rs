@@ -244,19 +244,10 @@ impl Checkpoint {
                 continue;
             }
             let name = format!("{prefix}data/{}", t.1.storage.key);
-            let entry = archive.by_name(&name).map_err(|e| match e {
-                zip::result::ZipError::FileNotFound => {
-                    Error::Format(format!("storage entry `{name}` is missing"))
-                }
-                e => Error::Zip(e),
-            })?;
-            if entry.compression() != zip::CompressionMethod::Stored {
-                return Err(Error::Format(format!(
-                    "entry `{name}` is compressed ({:?}); only STORED entries are supported \
-                     (torch.save never compresses)",
-                    entry.compression()
-                )));
+            if archive.index_for_name(&name).is_none() {
+                return Err(Error::Format(format!("storage entry `{name}` is missing")));
             }
+            let entry = stored_entry(&mut archive, &name)?;
             sizes.insert(t.1.storage.key.clone(), entry.size());
         }
         let tensors = validate_tensors(tensors, |key, _es| {
@@ -477,7 +468,7 @@ fn read_entry<R: Read + Seek>(
     name: &str,
     limit: u64,
 ) -> Result<Vec<u8>> {
-    let mut entry = archive.by_name(name)?;
+    let mut entry = stored_entry(archive, name)?;
     let size = entry.size();
     if size > limit {
         return Err(Error::Format(format!(
@@ -491,6 +482,48 @@ fn read_entry<R: Read + Seek>(
         .read_to_end(&mut v)
         .map_err(|e| Error::io(format!("cannot read zip entry `{name}`"), e))?;
     Ok(v)
+}
+
+/// Opens a zip entry for reading, after checking that it is STORED: the zip reader is built
+/// without decompressors (PyTorch never compresses), and its own error for a compressed
+/// entry ("compression method not supported: 8") names neither the entry nor the cause.
+fn stored_entry<'a, R: Read + Seek>(
+    archive: &'a mut zip::ZipArchive<R>,
+    name: &str,
+) -> Result<zip::read::ZipFile<'a, R>> {
+    let index = archive
+        .index_for_name(name)
+        .ok_or_else(|| Error::Format(format!("zip entry `{name}` is missing")))?;
+    let method = archive.by_index_data(index)?.compression();
+    if method != zip::CompressionMethod::Stored {
+        return Err(Error::Format(format!(
+            "zip entry `{name}` is compressed with {}; PyTorch's torch.save writes STORED \
+             (uncompressed) entries, so this file was re-zipped by another tool. Re-save it \
+             with torch.save (e.g. `torch.save(torch.load(f, weights_only=True), out)`) or \
+             re-zip it without compression (`zip -0`)",
+            compression_name(method)
+        )));
+    }
+    Ok(archive.by_index(index)?)
+}
+
+/// Human-readable name of a zip compression method.
+fn compression_name(m: zip::CompressionMethod) -> String {
+    use zip::CompressionMethod as M;
+    let known = [
+        (M::DEFLATE, "Deflate"),
+        (M::DEFLATE64, "Deflate64"),
+        (M::BZIP2, "BZIP2"),
+        (M::LZMA, "LZMA"),
+        (M::ZSTD, "Zstandard"),
+        (M::XZ, "XZ"),
+        (M::PPMD, "PPMd"),
+        (M::AES, "AES encryption"),
+    ];
+    match known.iter().find(|(k, _)| *k == m) {
+        Some((_, n)) => n.to_string(),
+        None => format!("compression method {m}"),
+    }
 }
 
 // ---------------------------------------------------------------------- state-dict extraction

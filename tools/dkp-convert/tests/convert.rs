@@ -814,3 +814,43 @@ fn io_errors_name_the_path_and_print_each_cause_once() {
     assert_eq!(chain.matches("os error").count(), 1, "{chain}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Sets the compression method of the zip entries whose name ends with `suffix`, in the local
+/// and the central headers (the data stays as it is: only the refusal is exercised).
+fn zip_set_method(f: &mut [u8], suffix: &str, method: u16) -> usize {
+    let u16_at = |f: &[u8], i: usize| u16::from_le_bytes([f[i], f[i + 1]]) as usize;
+    let u32_at = |f: &[u8], i: usize| u32::from_le_bytes(f[i..i + 4].try_into().unwrap()) as usize;
+    let eocd = f.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    let (entries, mut at) = (u16_at(f, eocd + 10), u32_at(f, eocd + 16));
+    let mut patched = 0;
+    for _ in 0..entries {
+        assert_eq!(&f[at..at + 4], b"PK\x01\x02");
+        let (n, x, c) = (u16_at(f, at + 28), u16_at(f, at + 30), u16_at(f, at + 32));
+        let local = u32_at(f, at + 42);
+        if f[at + 46..at + 46 + n].ends_with(suffix.as_bytes()) {
+            f[at + 10..at + 12].copy_from_slice(&method.to_le_bytes());
+            assert_eq!(&f[local..local + 4], b"PK\x03\x04");
+            f[local + 8..local + 10].copy_from_slice(&method.to_le_bytes());
+            patched += 1;
+        }
+        at += 46 + n + x + c;
+    }
+    patched
+}
+
+#[test]
+fn deflated_zip_entries_are_explained() {
+    for entry in ["/data/3", "/data.pkl"] {
+        let mut f = read(&fixture("f32.pt"));
+        assert_eq!(zip_set_method(&mut f, entry, 8), 1);
+        let e = load(f).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("f32{entry}"))
+                && e.contains("Deflate")
+                && e.contains("STORED")
+                && e.contains("torch.save")
+                && !e.contains("not supported: 8"),
+            "{entry}: {e}"
+        );
+    }
+}
