@@ -576,14 +576,20 @@ fn find_wrapped<'u>(
     None
 }
 
-fn flatten(
-    u: &Unpickled,
-    d: &pickle::Dict,
-    prefix: &str,
-    depth: u32,
+/// Flattens nested dicts to `a.b.c` names. `path` holds the dicts from the state dict down to
+/// `d` (and `keys` the keys leading there): a dict that contains itself, directly or further
+/// down (a pickle can build one through the memo), is refused instead of being unrolled
+/// into copies. The same tensor or sub-dict under two names is not a cycle and is kept.
+fn flatten<'u>(
+    u: &'u Unpickled,
+    d: &'u pickle::Dict,
+    path: &mut Vec<&'u pickle::Dict>,
+    keys: &mut Vec<String>,
     out: &mut Vec<(String, TensorRef)>,
     skipped: &mut Vec<String>,
-) {
+) -> Result<()> {
+    path.push(d);
+    let prefix: String = keys.iter().map(|k| format!("{k}.")).collect();
     for (k, v) in &d.entries {
         let Some(k) = key_string(k) else {
             skipped.push(format!("{prefix}<non-string key> ({})", u.type_name(v)));
@@ -592,12 +598,33 @@ fn flatten(
         let name = format!("{prefix}{k}");
         if let Some(t) = u.as_tensor(v) {
             out.push((name, t.clone()));
-        } else if let (Some(inner), true) = (u.as_dict(v), depth < 8) {
-            flatten(u, inner, &format!("{name}."), depth + 1, out, skipped);
+        } else if let Some(inner) = u.as_dict(v) {
+            if let Some(level) = path.iter().position(|p| std::ptr::eq(*p, inner)) {
+                keys.push(k);
+                let what = if level == 0 {
+                    "the state dict".to_string()
+                } else {
+                    format!("the dict at key {}", keys[..level].join("/"))
+                };
+                return Err(Error::Format(format!(
+                    "{what} contains itself at key {} (a reference cycle); refusing to \
+                     flatten it",
+                    keys.join("/")
+                )));
+            }
+            if path.len() > 8 {
+                skipped.push(format!("{name} (dict nested too deeply)"));
+                continue;
+            }
+            keys.push(k);
+            flatten(u, inner, path, keys, out, skipped)?;
+            keys.pop();
         } else {
             skipped.push(format!("{name} ({})", u.type_name(v)));
         }
     }
+    path.pop();
+    Ok(())
 }
 
 /// `(name, tensor)` pairs in state-dict order.
@@ -656,7 +683,14 @@ fn extract_state_dict(u: &Unpickled, opts: &LoadOptions) -> Result<(NamedTensors
     };
     let mut tensors = Vec::new();
     let mut skipped = Vec::new();
-    flatten(u, sd, "", 0, &mut tensors, &mut skipped);
+    flatten(
+        u,
+        sd,
+        &mut Vec::new(),
+        &mut Vec::new(),
+        &mut tensors,
+        &mut skipped,
+    )?;
     if tensors.is_empty() {
         return Err(Error::Format("the state dict holds no tensors".into()));
     }

@@ -854,3 +854,46 @@ fn deflated_zip_entries_are_explained() {
         );
     }
 }
+
+/// A legacy file whose state dict is built by `body` (after `\x80\x02`), with one 4-element
+/// f32 storage `s0` = [0, 1, 2, 3].
+fn legacy_with(body: impl FnOnce(&mut P)) -> Vec<u8> {
+    let mut p = P::default();
+    p.op(b"\x80\x02");
+    body(&mut p);
+    p.op(b".");
+    let data: Vec<u8> = (0..4).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    legacy_file(true, &p.0, &["s0"], &[(4, data)])
+}
+
+#[test]
+fn self_referencing_dict_is_refused() {
+    // d = {"w": tensor, "a": {"b": d}}
+    let f = legacy_with(|p| {
+        p.op(b"}q\x00(").s("w");
+        p.tensor("FloatStorage", "s0", 4, None, 0, &[4], &[1]);
+        p.s("a").op(b"}(").s("b").op(b"h\x00u");
+        p.op(b"u");
+    });
+    let e = load(f).unwrap_err().to_string();
+    assert!(e.contains("contains itself at key a/b"), "{e}");
+}
+
+#[test]
+fn shared_references_are_not_cycles() {
+    // {"w": t, "w2": t, "sub": {"x": t}, "sub2": <the same dict as sub>}
+    let f = legacy_with(|p| {
+        p.op(b"}(").s("w");
+        p.tensor("FloatStorage", "s0", 4, None, 0, &[4], &[1]);
+        p.op(b"q\x01").s("w2").op(b"h\x01");
+        p.s("sub").op(b"}q\x02(").s("x").op(b"h\x01u");
+        p.s("sub2").op(b"h\x02");
+        p.op(b"u");
+    });
+    let mut c = load(f).unwrap();
+    let names: Vec<_> = c.tensors.iter().map(|t| t.name.clone()).collect();
+    assert_eq!(names, ["w", "w2", "sub.x", "sub2.x"]);
+    for i in 0..4 {
+        assert_eq!(f32s(&c.tensor_bytes(i).unwrap()), vec![0.0, 1.0, 2.0, 3.0]);
+    }
+}
