@@ -99,6 +99,12 @@ impl Report {
         self.problems() == 0
     }
 
+    /// True when the map expects keys and not one of them is present with the right shape:
+    /// the file is not (this part of) the model the map describes.
+    pub fn nothing_matched(&self) -> bool {
+        self.expected > 0 && self.matched == 0
+    }
+
     pub fn problems(&self) -> usize {
         self.missing.len() + self.unexpected.len() + self.misshaped.len() + self.not_f32.len()
     }

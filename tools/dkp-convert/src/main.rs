@@ -37,6 +37,8 @@ struct Args {
     #[arg(long)]
     f16: bool,
     /// Fail (exit 2, nothing written) on any missing/unexpected/mis-shaped/non-F32 key.
+    /// Without it a partial match is reported and written; a map that matches none of its
+    /// keys always fails (exit 2).
     #[arg(long)]
     strict: bool,
     /// Replace OUTPUT if it exists (never the input itself).
@@ -135,6 +137,10 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let report = keymap::check(map, &ckpt.tensors);
     if map != KeyMap::None {
         print!("{}", report.render());
+        if report.nothing_matched() {
+            eprintln!("{}", no_match_message(&report, &ckpt.tensors));
+            return Ok(ExitCode::from(2));
+        }
         if args.strict && !report.is_clean() {
             eprintln!(
                 "dkp-convert: --strict: {} key problem(s) against map `{}`; nothing written",
@@ -210,4 +216,43 @@ fn check_input(input: &Path) -> anyhow::Result<()> {
         anyhow::bail!("cannot open {}: {e}", input.display());
     }
     Ok(())
+}
+
+/// Why a map that matched none of its keys refuses, with a sample of both key sets.
+fn no_match_message(report: &keymap::Report, tensors: &[dkp_convert::TensorEntry]) -> String {
+    const SHOWN: usize = 5;
+    let sample = |names: Vec<&str>| {
+        let more = names.len().saturating_sub(SHOWN);
+        let mut s = names[..names.len().min(SHOWN)].join(", ");
+        if more > 0 {
+            s.push_str(&format!(", ... ({more} more)"));
+        }
+        s
+    };
+    let found = sample(tensors.iter().map(|t| t.name.as_str()).collect());
+    let expected = sample(
+        report
+            .missing
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(report.misshaped.iter().map(|(n, _, _)| n.as_str()))
+            .collect(),
+    );
+    let mut m = format!(
+        "dkp-convert: error: 0 of {} keys expected by map `{}` matched; nothing written\n  \
+         keys in the file: {found}\n  expected keys:    {expected}\n",
+        report.expected, report.map
+    );
+    if !report.misshaped.is_empty() {
+        m.push_str(&format!(
+            "  {} expected names are present but every one has another shape: is this a \
+             different model or variant?\n",
+            report.misshaped.len()
+        ));
+    }
+    m.push_str(
+        "  hint: pick the state dict with --key PATH, remove a name prefix with \
+         --strip-prefix P, or convert without a check with --map none",
+    );
+    m
 }

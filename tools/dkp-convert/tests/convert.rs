@@ -631,14 +631,19 @@ fn cli_converts_refuses_and_is_strict() {
     );
     assert!(!bad.exists());
 
-    // without --strict the report is printed and the file written
+    // without --strict a partial match is reported and the file written (here the six `h.`
+    // keys are renamed by --strip-prefix; the other 36 still match)
     let o = cli(&[
-        &fixture("f32.pt"),
+        &usrnet_pth(),
         &bad,
         Path::new("--map"),
         Path::new("usrnet"),
+        Path::new("--strip-prefix"),
+        Path::new("h."),
     ]);
-    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}");
+    assert!(stdout.contains("36/42 expected keys"), "{stdout}");
     assert!(bad.exists());
 
     // never overwrites the input
@@ -896,4 +901,30 @@ fn shared_references_are_not_cycles() {
     for i in 0..4 {
         assert_eq!(f32s(&c.tensor_bytes(i).unwrap()), vec![0.0, 1.0, 2.0, 3.0]);
     }
+}
+
+#[test]
+fn cli_map_with_no_matching_key_refuses() {
+    let d = tmpdir("nomatch");
+    let (input, out) = (fixture("f32.pt"), d.join("x.safetensors"));
+    for extra in [None, Some("--dry-run")] {
+        let mut args: Vec<&Path> = vec![&input, &out, Path::new("--map"), Path::new("usrnet")];
+        if let Some(x) = extra {
+            args.push(Path::new(x));
+        }
+        let o = cli(&args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        let err = stderr_of(&o);
+        assert!(
+            err.contains("0 of 42")
+                && err.contains("conv.weight")
+                && err.contains("p.m_head.weight")
+                && err.contains("--key")
+                && err.contains("--strip-prefix")
+                && err.contains("--map none"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    let _ = std::fs::remove_dir_all(&d);
 }
