@@ -46,6 +46,9 @@ pub enum Error {
     File { path: String, msg: String },
     #[error("weights: {0}")]
     Weights(String),
+    /// The caller asked the run to stop (Ctrl-C, SIGTERM) between two steps.
+    #[error("interrupted at {0}")]
+    Interrupted(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error(transparent)]

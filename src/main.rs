@@ -45,7 +45,14 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,dkp=info"))
         .init();
     let cli = Cli::parse();
+    cli::common::install_interrupt_handler();
     if let Err(e) = run(cli) {
+        if e.downcast_ref::<dkp::Error>()
+            .is_some_and(|e| matches!(e, dkp::Error::Interrupted(_)))
+        {
+            eprintln!("{e:#}; unfinished results were discarded");
+            std::process::exit(cli::common::EXIT_INTERRUPTED);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -244,7 +244,9 @@ fn diff_runs_with_mini_unet() {
                 "--steps",
                 "3",
             ])
-            .args(["--warmup", "2", "--mode", mode, "--mcmc", mcmc, "--out"])
+            .args([
+                "--warmup", "2", "--mode", mode, "--mcmc", mcmc, "--force", "--out",
+            ])
             .arg(&out)
             .arg("--unet")
             .arg(mini_unet()));

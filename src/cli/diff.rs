@@ -13,11 +13,16 @@ use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, DiffPriorKind, Warmup
 use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
 use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
 use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
+use dkp::io::result_set::ResultSet;
 use dkp::io::weights::WeightFile;
 use dkp::models::classifier::{Classifier, ClassifierConfig, missing_classifier_error};
 use dkp::models::unet::{Unet, UnetConfig, missing_weights_error};
 use dkp::rand::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::common::{
+    EXIT_INTERRUPTED, check_interrupt, check_trace_path, prepare_out_dir, refuse_existing, stem,
+};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum ModeArg {
@@ -120,7 +125,23 @@ pub struct DiffArgs {
     /// Write a chrome trace of the profiled dispatches to this file (implies --profile).
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Replace existing results of this image in the output folder.
+    #[arg(long)]
+    pub force: bool,
 }
+
+/// Every file (and the frames folder) a Diff-DKP result set may hold.
+const RESULT_SUFFIXES: [&str; 8] = [
+    "diffdkp.png",
+    "x0_strip.png",
+    "kernel.txt",
+    "kernel.png",
+    "observation.png",
+    "kernel_gt.txt",
+    "frames",
+    "report.json",
+];
+const MANIFEST: &str = "report.json";
 
 /// Number of x̂0 thumbnails in the NAME_x0_strip.png overview.
 const STRIP_LEN: usize = 10;
@@ -162,12 +183,6 @@ fn synthesize_observation(x: &Tensor, k: &[f64]) -> dkp::Result<Tensor> {
     dkp::ops::bicubic_resize(&small, s, s)
 }
 
-fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into())
-}
-
 /// The observation at the model size, or a clear refusal.
 fn prepare_input(img: RgbImage, size: usize, sf: usize, crop: bool) -> Result<(RgbImage, bool)> {
     let (w, h) = (img.width, img.height);
@@ -203,6 +218,19 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     if args.frames == Some(0) {
         bail!("--frames must be at least 1");
     }
+    if !(1..=16).contains(&args.sf) {
+        bail!("--sf must be between 1 and 16 (got {})", args.sf);
+    }
+    if args.mcmc == 0 {
+        bail!("--mcmc must be at least 1 (1 = a single plain KL step; the DIP-DKP setting is 5)");
+    }
+    if args.steps == 0 || args.steps > 1000 {
+        bail!(
+            "--steps must be between 1 and 1000 (respaced steps of the 1000-step schedule; got {})",
+            args.steps
+        );
+    }
+    check_trace_path(args.trace.as_deref())?;
     if !args.unet.exists() {
         return Err(missing_weights_error(&args.unet).into());
     }
@@ -212,6 +240,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     } else {
         UnetConfig::imagenet256()
     };
+    // Every key and shape against the header now; values are checked as they load.
+    ucfg.check_file(&wf)?;
     let size = ucfg.image_size;
     // Check the classifier file's header before any GPU work.
     let clf_file = match &args.classifier {
@@ -256,6 +286,26 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         Some(p) => Some(read_kernel(p)?),
         None => None,
     };
+    if let Some(h) = &hr
+        && (h.width != size || h.height != size)
+    {
+        bail!(
+            "--hr {}: the HR image is {}x{}, but the result is {size}x{size}",
+            args.hr.as_deref().unwrap_or(Path::new("")).display(),
+            h.width,
+            h.height
+        );
+    }
+    let k_size = DiffDkpConfig::new(DiffMode::Corrected).k_size;
+    if let Some(g) = &kgt
+        && g.size != k_size
+    {
+        bail!(
+            "--kernel-gt {}: the kernel is {1}x{1} but Diff-DKP estimates {k_size}x{k_size}",
+            args.kernel_gt.as_deref().unwrap_or(Path::new("")).display(),
+            g.size,
+        );
+    }
     if args.from_hr {
         if upsample {
             bail!("--from-hr needs a {size}x{size} HR image, not an LR one");
@@ -265,7 +315,15 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         hr = Some(img.clone());
         kgt = Some(Kernel::new(19, g.kernel)?);
     }
-    std::fs::create_dir_all(&args.out)?;
+    let name = stem(&args.input);
+    refuse_existing(
+        &args.out,
+        std::slice::from_ref(&name),
+        &RESULT_SUFFIXES,
+        args.force,
+    )?;
+    prepare_out_dir(&args.out)?;
+    let mut set = ResultSet::begin(&args.out, &name)?;
 
     let ctx: Arc<Context> = Context::new(opts)?;
     if args.f32 {
@@ -295,19 +353,11 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     if let (true, Some(k)) = (args.from_hr, &kgt) {
         y = synthesize_observation(&y, &k.data)?;
         let obs = RgbImage::new(size, size, y.to_vec()?.iter().map(|&v| v as f64).collect())?;
-        let p = args
-            .out
-            .join(format!("{}_observation.png", stem(&args.input)));
-        save_png(&p, &obs, Quantize::Round)?;
-        write_kernel_txt(
-            &args
-                .out
-                .join(format!("{}_kernel_gt.txt", stem(&args.input))),
-            k,
-        )?;
+        save_png(&set.path("observation.png"), &obs, Quantize::Round)?;
+        write_kernel_txt(&set.path("kernel_gt.txt"), k)?;
         eprintln!(
             "synthesized the observation from the HR input: {}",
-            p.display()
+            set.final_path("observation.png").display()
         );
     }
     let mode = match args.mode {
@@ -339,8 +389,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     }
     let mut rng = Rng::new(args.seed ^ 0x5eed);
     let n = args.steps;
-    let name = stem(&args.input);
-    let frames_dir = args.out.join(format!("{name}_frames"));
+    let frames_dir = set.path("frames");
     if args.frames.is_some() {
         std::fs::create_dir_all(&frames_dir)?;
     }
@@ -355,8 +404,9 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let t0 = std::time::Instant::now();
-    let (img_t, kernel_t) = dd.run(&mut rng, |i, s| {
+    let run = dd.run(&mut rng, |i, s| {
         let done = n - i;
+        check_interrupt(|| format!("diffusion step {}/{n}", n - i))?;
         bar.set_position(done as u64);
         // Losses are read back (a sync) only every 10 steps and at the end.
         if i % 10 == 0 || done == 1 {
@@ -398,7 +448,15 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
             }
         }
         Ok(())
-    })?;
+    });
+    let (img_t, kernel_t) = match run {
+        Err(dkp::Error::Interrupted(at)) => {
+            drop(set);
+            eprintln!("interrupted at {at}; nothing was written");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        r => r?,
+    };
     bar.finish_and_clear();
     let v = img_t.to_vec()?;
     let out = RgbImage::new(size, size, v.iter().map(|&x| x as f64).collect())?;
@@ -406,17 +464,12 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         dd.cfg.k_size,
         kernel_t.to_vec()?.iter().map(|&x| x as f64).collect(),
     )?;
-    let png = args.out.join(format!("{name}_diffdkp.png"));
     if !tiles.is_empty() {
-        save_png(
-            &args.out.join(format!("{name}_x0_strip.png")),
-            &strip(&tiles)?,
-            Quantize::Round,
-        )?;
+        save_png(&set.path("x0_strip.png"), &strip(&tiles)?, Quantize::Round)?;
     }
-    save_png(&png, &out, Quantize::Round)?;
-    write_kernel_txt(&args.out.join(format!("{name}_kernel.txt")), &k)?;
-    write_kernel_png(&args.out.join(format!("{name}_kernel.png")), &k, 8)?;
+    save_png(&set.path("diffdkp.png"), &out, Quantize::Round)?;
+    write_kernel_txt(&set.path("kernel.txt"), &k)?;
+    write_kernel_png(&set.path("kernel.png"), &k, 8)?;
     let seconds = t0.elapsed().as_secs_f64();
     let score = match &hr {
         Some(hr) => Some(evaluate_pair(hr, &out, args.sf)?),
@@ -430,13 +483,6 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     }
     let mut kpsnr = None;
     if let Some(g) = kgt {
-        if g.size != k.size {
-            bail!(
-                "ground-truth kernel is {0}x{0}, estimate {1}x{1}",
-                g.size,
-                k.size
-            );
-        }
         let v = kernel_psnr(&g.data, &k.data)?;
         println!("{name}: kernel PSNR {v:.2} dB");
         kpsnr = Some(v);
@@ -461,8 +507,12 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         "ssim": score.map(|s| s.ssim),
         "kernel_psnr": kpsnr,
     });
-    let rep = args.out.join(format!("{name}_report.json"));
-    dkp::io::write_atomic(&rep, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    dkp::io::write_atomic(
+        &set.path(MANIFEST),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    let (png, rep) = (set.final_path("diffdkp.png"), set.final_path(MANIFEST));
+    set.commit(&RESULT_SUFFIXES, MANIFEST)?;
     println!("wrote {} and {}", png.display(), rep.display());
     if opts.profile {
         if let Some(t) = ctx.with_profiler(|p| p.table()) {

@@ -10,11 +10,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use dkp::Context;
 use dkp::dkp::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, StepLog};
 use dkp::dkp::prior::{PriorKind, make_prior};
-use dkp::io::image::{Quantize, RgbImage, decode_rgb_bytes, load_rgb, modcrop, save_png};
+use dkp::io::image::{
+    Quantize, RgbImage, decode_rgb_bytes, load_rgb, load_rgb_alpha, modcrop, save_png_with_alpha,
+};
 use dkp::io::kernel::{
     Kernel, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png, write_kernel_txt,
 };
+use dkp::io::result_set::ResultSet;
 use dkp::io::write_atomic;
+
+use crate::cli::common::{
+    Skipped, check_interrupt, check_trace_path, prepare_out_dir, refuse_existing, stem,
+};
 
 const DEFAULT_LR: &[u8] = include_bytes!("../../assets/butterfly_x2_lr.png");
 const DEFAULT_HR: &[u8] = include_bytes!("../../assets/butterfly_hr.png");
@@ -152,14 +159,10 @@ type SummaryRow = (
 struct Job {
     name: String,
     lr: RgbImage,
+    /// The input's alpha channel, when it has one: upscaled and written back with the result.
+    alpha: Option<dkp::io::image::GrayImage>,
     hr: Option<RgbImage>,
     kernel: Option<Kernel>,
-}
-
-fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into())
 }
 
 fn find_same_name(dir: &Path, name: &str, exts: &[&str]) -> Option<PathBuf> {
@@ -168,57 +171,69 @@ fn find_same_name(dir: &Path, name: &str, exts: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn collect_jobs(args: &DipArgs, sf: usize) -> Result<Vec<Job>> {
+/// One image to restore: where its LR input, HR image and GT kernel come from (no `lr` path:
+/// the embedded default input).
+struct Source {
+    name: String,
+    lr: Option<PathBuf>,
+    hr: Option<PathBuf>,
+    kernel: Option<PathBuf>,
+}
+
+/// The images of a run, from the paths alone (nothing is decoded yet), with the flags that
+/// only make sense for one layout refused.
+fn list_sources(args: &DipArgs, sf: usize) -> Result<Vec<Source>> {
     let Some(input) = &args.input else {
-        let lr = decode_rgb_bytes(DEFAULT_LR, "embedded butterfly_x2_lr.png")?;
-        let hr = decode_rgb_bytes(DEFAULT_HR, "embedded butterfly_hr.png")?;
-        let kernel = kernel_from_text(DEFAULT_KERNEL)
-            .map_err(|e| anyhow::anyhow!("embedded kernel: {e}"))?;
-        return Ok(vec![Job {
+        return Ok(vec![Source {
             name: "butterfly".into(),
-            lr,
-            hr: Some(hr),
-            kernel: Some(kernel),
+            lr: None,
+            hr: None,
+            kernel: None,
         }]);
     };
-    if !input.exists() {
-        bail!("{}: no such file or folder", input.display());
+    if let Err(e) = std::fs::metadata(input) {
+        bail!(
+            "{}: {}",
+            input.display(),
+            dkp::io::describe_path_error(input, &e)
+        );
     }
-    let (lr_files, hr_dir, k_dir): (Vec<PathBuf>, Option<PathBuf>, Option<PathBuf>) =
-        if input.is_dir() {
-            let prepared = input.join(format!("lr_x{sf}"));
-            if prepared.is_dir() {
-                let hr = input.join("HR");
-                let k = input.join(format!("gt_k_x{sf}"));
-                (
-                    crate::cli::prepare::list_images(&prepared)?,
-                    args.hr.clone().or(hr.is_dir().then_some(hr)),
-                    args.kernel_gt.clone().or(k.is_dir().then_some(k)),
-                )
-            } else {
-                (
-                    crate::cli::prepare::list_images(input)?,
-                    args.hr.clone(),
-                    args.kernel_gt.clone(),
-                )
-            }
-        } else {
-            (vec![input.clone()], None, None)
-        };
+    if !input.is_dir() {
+        return Ok(vec![Source {
+            name: stem(input),
+            lr: Some(input.clone()),
+            hr: args.hr.clone(),
+            kernel: args.kernel_gt.clone(),
+        }]);
+    }
+    for (flag, p) in [("--hr", &args.hr), ("--kernel-gt", &args.kernel_gt)] {
+        if let Some(p) = p
+            && !p.is_dir()
+        {
+            bail!(
+                "{flag} {}: with a folder of inputs, {flag} must be a folder of files with the same names",
+                p.display()
+            );
+        }
+    }
+    let prepared = input.join(format!("lr_x{sf}"));
+    let (lr_files, hr_dir, k_dir) = if prepared.is_dir() {
+        let hr = input.join("HR");
+        let k = input.join(format!("gt_k_x{sf}"));
+        (
+            crate::cli::prepare::list_images(&prepared)?,
+            args.hr.clone().or(hr.is_dir().then_some(hr)),
+            args.kernel_gt.clone().or(k.is_dir().then_some(k)),
+        )
+    } else {
+        (
+            crate::cli::prepare::list_images(input)?,
+            args.hr.clone(),
+            args.kernel_gt.clone(),
+        )
+    };
     if lr_files.is_empty() {
         bail!("{}: no PNG or JPEG images found", input.display());
-    }
-    if input.is_dir() {
-        for (flag, p) in [("--hr", &args.hr), ("--kernel-gt", &args.kernel_gt)] {
-            if let Some(p) = p
-                && !p.is_dir()
-            {
-                bail!(
-                    "{flag} {}: with a folder of inputs, {flag} must be a folder of files with the same names",
-                    p.display()
-                );
-            }
-        }
     }
     // x.png and x.jpg would write the same x_* results.
     let mut seen = std::collections::HashMap::new();
@@ -232,49 +247,68 @@ fn collect_jobs(args: &DipArgs, sf: usize) -> Result<Vec<Job>> {
             );
         }
     }
-    let mut jobs = Vec::new();
-    for f in lr_files {
-        let name = stem(&f);
-        let lr = load_rgb(&f)?;
-        let hr_path = match (&hr_dir, input.is_dir()) {
-            (Some(d), _) => find_same_name(d, &name, &["png", "jpg", "jpeg"]),
-            (None, false) => args.hr.clone(),
-            _ => None,
-        };
-        let k_path = match (&k_dir, input.is_dir()) {
-            (Some(d), _) => find_same_name(d, &name, &["mat", "txt"]),
-            (None, false) => args.kernel_gt.clone(),
-            _ => None,
-        };
-        let hr = match hr_path {
-            Some(p) => {
-                let hr = load_rgb(&p)?;
-                let (want_w, want_h) = (sf * lr.width, sf * lr.height);
-                if hr.width / sf != lr.width || hr.height / sf != lr.height {
-                    bail!(
-                        "{}: the HR image is {}x{} but the LR {} is {}x{}; at x{sf} the HR must be {want_w}x{want_h} (up to {} more pixels per side are cropped)",
-                        p.display(),
-                        hr.width,
-                        hr.height,
-                        f.display(),
-                        lr.width,
-                        lr.height,
-                        sf - 1
-                    );
-                }
-                Some(hr)
+    Ok(lr_files
+        .into_iter()
+        .map(|f| {
+            let name = stem(&f);
+            Source {
+                hr: hr_dir
+                    .as_ref()
+                    .and_then(|d| find_same_name(d, &name, &["png", "jpg", "jpeg"])),
+                kernel: k_dir
+                    .as_ref()
+                    .and_then(|d| find_same_name(d, &name, &["mat", "txt"])),
+                lr: Some(f),
+                name,
             }
-            None => None,
-        };
-        let kernel = k_path.map(|p| read_kernel(&p)).transpose()?;
-        jobs.push(Job {
-            name,
+        })
+        .collect())
+}
+
+/// Decode and check one image's inputs (LR, HR of the matching size, a valid GT kernel).
+fn load_job(src: &Source, sf: usize) -> Result<Job> {
+    let Some(f) = &src.lr else {
+        let lr = decode_rgb_bytes(DEFAULT_LR, "embedded butterfly_x2_lr.png")?;
+        let hr = decode_rgb_bytes(DEFAULT_HR, "embedded butterfly_hr.png")?;
+        let kernel = kernel_from_text(DEFAULT_KERNEL)
+            .map_err(|e| anyhow::anyhow!("embedded kernel: {e}"))?;
+        return Ok(Job {
+            name: src.name.clone(),
             lr,
-            hr,
-            kernel,
+            alpha: None,
+            hr: Some(hr),
+            kernel: Some(kernel),
         });
-    }
-    Ok(jobs)
+    };
+    let (lr, alpha) = load_rgb_alpha(f)?;
+    let hr = match &src.hr {
+        Some(p) => {
+            let hr = load_rgb(p)?;
+            let (want_w, want_h) = (sf * lr.width, sf * lr.height);
+            if hr.width / sf != lr.width || hr.height / sf != lr.height {
+                bail!(
+                    "{}: the HR image is {}x{} but the LR {} is {}x{}; at x{sf} the HR must be {want_w}x{want_h} (up to {} more pixels per side are cropped)",
+                    p.display(),
+                    hr.width,
+                    hr.height,
+                    f.display(),
+                    lr.width,
+                    lr.height,
+                    sf - 1
+                );
+            }
+            Some(hr)
+        }
+        None => None,
+    };
+    let kernel = src.kernel.as_deref().map(read_kernel).transpose()?;
+    Ok(Job {
+        name: src.name.clone(),
+        lr,
+        alpha,
+        hr,
+        kernel,
+    })
 }
 
 fn centre_crop(job: &mut Job, max_side: usize, sf: usize) -> Result<bool> {
@@ -310,6 +344,8 @@ struct Report<'a> {
     seconds_per_step: f64,
     parameters: usize,
     peak_gpu_memory_mib: f64,
+    /// What the up-front check expected (`peak_gpu_memory_mib` is what the pool held).
+    memory_estimate_mib: f64,
     psnr: Option<f64>,
     ssim: Option<f64>,
     kernel_psnr: Option<f64>,
@@ -324,16 +360,20 @@ struct Report<'a> {
     outputs: Vec<String>,
 }
 
-/// Every file a result set may hold besides `_usrnet.png` (with `--refine`): none of them is
-/// replaced without `--force`.
-const RESULT_SUFFIXES: [&str; 6] = [
+/// Every file a result set may hold: none of them is replaced without `--force`, and a
+/// forced rerun removes the ones the new set does not write (e.g. an older `_usrnet.png`).
+const RESULT_SUFFIXES: [&str; 7] = [
     "sr.png",
     "kernel.txt",
     "kernel.mat",
     "kernel.png",
     "curves.png",
+    "usrnet.png",
     "report.json",
 ];
+
+/// The member written last: a set without it is incomplete.
+const MANIFEST: &str = "report.json";
 
 /// Ranges of the numeric flags, checked before the GPU starts.
 fn validate_flags(args: &DipArgs) -> Result<()> {
@@ -388,19 +428,36 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         bail!("--sf must be 2, 3, 4 or 8 (got {sf})");
     }
     validate_flags(args)?;
+    check_trace_path(args.trace.as_deref())?;
+    let single = args.input.as_ref().is_none_or(|p| !p.is_dir());
+    let mut skipped = Skipped::default();
+    // Decode and check every input file before the GPU starts. In a folder a bad image is
+    // skipped (and reported at the end); a single bad input is an error.
+    let mut jobs = Vec::new();
+    for src in list_sources(args, sf)? {
+        match load_job(&src, sf) {
+            Ok(j) => jobs.push(j),
+            Err(e) if !single => skipped.push(&src.name, &e),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(w) = &args.weights
+        && args.refine.is_none()
+    {
+        bail!("--weights {} needs --refine usrnet", w.display());
+    }
+    let refine_weights = args
+        .refine
+        .map(|_| crate::cli::usrnet::resolve_weights(args.weights.as_deref()));
+    if let Some(p) = &refine_weights {
+        // Header, shapes and finiteness: a bad file fails before any DIP work.
+        dkp::models::usrnet::Usrnet::check_file(p).context("--refine usrnet")?;
+    }
+
     let mut opts = opts.clone();
     opts.profile = args.profile || args.trace.is_some();
     opts.trace = args.trace.is_some();
     let ctx: Arc<Context> = Context::new(&opts)?;
-    // Load USRNet before any DIP work, so a missing weights file fails fast.
-    let refiner = match args.refine {
-        Some(RefineArg::Usrnet) => {
-            let p = crate::cli::usrnet::resolve_weights(args.weights.as_deref());
-            let net = dkp::models::usrnet::Usrnet::load(&ctx, &p).context("--refine usrnet")?;
-            Some(net)
-        }
-        None => None,
-    };
     let preset = match args.preset {
         Preset::Auto if ctx.is_software() => {
             eprintln!(
@@ -412,6 +469,69 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         Preset::Auto => Preset::Paper,
         p => p,
     };
+    let (cfg, crop) = configure(args, sf, preset);
+    let prior_kind = match args.prior {
+        PriorArg::Gaussian => PriorKind::Gaussian,
+        PriorArg::Motion => PriorKind::MotionLine,
+    };
+    // Sizes and memory, still before anything is allocated or written.
+    let budget = ctx.memory_budget()?;
+    let mut ready = Vec::new();
+    for mut job in jobs {
+        match fit_job(&mut job, crop, sf, &cfg, budget) {
+            Ok(()) => ready.push(job),
+            Err(e) if !single => skipped.push(&job.name, &e),
+            Err(e) => return Err(e),
+        }
+    }
+    if ready.is_empty() {
+        return skipped.finish(0);
+    }
+    let names: Vec<String> = ready.iter().map(|j| j.name.clone()).collect();
+    refuse_existing(&args.out, &names, &RESULT_SUFFIXES, args.force)?;
+    prepare_out_dir(&args.out)?;
+    let refiner = match &refine_weights {
+        Some(p) => Some(dkp::models::usrnet::Usrnet::load(&ctx, p).context("--refine usrnet")?),
+        None => None,
+    };
+
+    let mut summary: Vec<SummaryRow> = Vec::new();
+    for job in &ready {
+        check_interrupt(|| format!("{} (before it started)", job.name))?;
+        match restore(&ctx, args, job, &cfg, preset, prior_kind, refiner.as_ref()) {
+            Ok(row) => summary.push(row),
+            Err(e) if e.downcast_ref::<dkp::Error>().is_some_and(is_interrupt) => {
+                eprintln!(
+                    "{}: interrupted; its results were discarded, {} finished image(s) kept",
+                    job.name,
+                    summary.len()
+                );
+                std::process::exit(crate::cli::common::EXIT_INTERRUPTED);
+            }
+            Err(e) if !single => skipped.push(&job.name, &e),
+            Err(e) => return Err(e),
+        }
+    }
+    print_mean(&summary);
+    if opts.profile {
+        if let Some(t) = ctx.with_profiler(|p| p.table()) {
+            println!("\n{t}");
+        }
+        if let Some(path) = &args.trace
+            && let Some(tr) = ctx.with_profiler(|p| p.chrome_trace())
+        {
+            write_atomic(path, tr.as_bytes())?;
+        }
+    }
+    skipped.finish(summary.len())
+}
+
+fn is_interrupt(e: &dkp::Error) -> bool {
+    matches!(e, dkp::Error::Interrupted(_))
+}
+
+/// The run's configuration from the preset and the flags; and the LR crop to apply.
+fn configure(args: &DipArgs, sf: usize, preset: Preset) -> (DipDkpConfig, Option<usize>) {
     let mut cfg = DipDkpConfig::paper(sf);
     let mut crop = args.crop;
     if preset == Preset::Quick {
@@ -452,290 +572,332 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
             noise: args.langevin_noise,
         };
     }
-    let prior_kind = match args.prior {
-        PriorArg::Gaussian => PriorKind::Gaussian,
-        PriorArg::Motion => PriorKind::MotionLine,
-    };
+    (cfg, crop)
+}
 
-    let mut jobs = collect_jobs(args, sf)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    // Refuse to overwrite anything before doing any work.
-    if !args.force {
-        let mut clash = Vec::new();
-        for j in &jobs {
-            let refined = refiner.as_ref().map(|_| "usrnet.png");
-            for suffix in RESULT_SUFFIXES.into_iter().chain(refined) {
-                let p = args.out.join(format!("{}_{suffix}", j.name));
-                if p.exists() {
-                    clash.push(p.display().to_string());
-                }
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+/// Crop the job as asked, and refuse it when the network cannot take its size or the run
+/// would not fit in memory (with what to lower).
+fn fit_job(
+    job: &mut Job,
+    crop: Option<usize>,
+    sf: usize,
+    cfg: &DipDkpConfig,
+    budget: Option<u64>,
+) -> Result<()> {
+    if let Some(c) = crop
+        && centre_crop(job, c, sf)?
+    {
+        eprintln!(
+            "{}: LR centre-cropped to {}x{}",
+            job.name, job.lr.width, job.lr.height
+        );
+    }
+    let (w, h) = (job.lr.width, job.lr.height);
+    let min_lr = cfg.net.min_side().div_ceil(sf);
+    if w < min_lr || h < min_lr {
+        bail!(
+            "{}: the LR image is {w}x{h}; at x{sf} the network needs at least {min_lr}x{min_lr} LR pixels",
+            job.name
+        );
+    }
+    if let Some(k) = &job.kernel
+        && k.size != cfg.k_size
+    {
+        eprintln!(
+            "{}: the GT kernel is {}x{} but x{sf} estimates {}x{}; kernel PSNR skipped",
+            job.name, k.size, k.size, cfg.k_size, cfg.k_size
+        );
+        job.kernel = None;
+    }
+    let est = cfg.memory_estimate(h, w);
+    let host = dkp::gpu::context::host_available_memory();
+    let lower = "lower --channels (the paper uses 128), or --crop the LR image";
+    if let Some(b) = budget
+        && est.gpu_bytes > b
+    {
+        bail!(
+            "{}: a {w}x{h} LR image at x{sf} with {} channels needs about {:.0} MiB of adapter memory, but {:.0} MiB are available: {lower}",
+            job.name,
+            cfg.net.channels,
+            mib(est.gpu_bytes),
+            mib(b)
+        );
+    }
+    if let Some(b) = host
+        && est.host_bytes > b
+    {
+        bail!(
+            "{}: {} channels need about {:.0} MiB of host memory for the parameters, but {:.0} MiB are available: {lower}",
+            job.name,
+            cfg.net.channels,
+            mib(est.host_bytes),
+            mib(b)
+        );
+    }
+    log::info!(
+        "{}: memory estimate {:.0} MiB on the adapter",
+        job.name,
+        mib(est.gpu_bytes)
+    );
+    Ok(())
+}
+
+fn print_mean(summary: &[SummaryRow]) {
+    if summary.len() < 2 {
+        return;
+    }
+    let n = summary.len() as f64;
+    let mean = |f: &dyn Fn(&SummaryRow) -> Option<f64>| {
+        let v: Vec<f64> = summary.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    println!(
+        "mean over {n} images: PSNR {} dB, SSIM {}, kernel PSNR {} dB, {:.1} s/image",
+        fmt_opt(mean(&|r| r.1.map(|s| s.psnr)), 2),
+        fmt_opt(mean(&|r| r.1.map(|s| s.ssim)), 4),
+        fmt_opt(mean(&|r| r.2), 2),
+        summary.iter().map(|r| r.3).sum::<f64>() / n
+    );
+}
+
+/// Restore one image and write its result set (staged, then moved into place as a whole).
+fn restore(
+    ctx: &Arc<Context>,
+    args: &DipArgs,
+    job: &Job,
+    cfg: &DipDkpConfig,
+    preset: Preset,
+    prior_kind: PriorKind,
+    refiner: Option<&dkp::models::usrnet::Usrnet>,
+) -> Result<SummaryRow> {
+    let sf = cfg.sf;
+    let (w, h) = (job.lr.width, job.lr.height);
+    let lr: Vec<f32> = job.lr.data.iter().map(|&v| v as f32).collect();
+    let total = cfg.total_steps() as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(job.name.clone());
+    let mut prior = make_prior(prior_kind, sf, args.seed as u32);
+    let gt = GroundTruth {
+        hr: job.hr.as_ref(),
+        kernel: job.kernel.as_ref().map(|k| k.data.as_slice()),
+    };
+    let name = job.name.clone();
+    let mut on_progress = |step: usize, log: Option<&StepLog>| -> dkp::Result<()> {
+        bar.set_position(step as u64 + 1);
+        if let Some(l) = log {
+            let mut msg = format!("loss {:.4e} LR-fit {:.2} dB", l.image_loss, l.lr_psnr);
+            if let Some(p) = l.psnr {
+                msg += &format!(" PSNR {p:.2} dB");
+            }
+            if let Some(p) = l.kernel_psnr {
+                msg += &format!(" kPSNR {p:.2} dB");
+            }
+            bar.set_message(msg.clone());
+            if bar.is_hidden() {
+                log::info!("{name}: step {} {msg}", l.step + 1);
             }
         }
-        if !clash.is_empty() {
-            bail!(
-                "refusing to overwrite existing results (use --force): {}",
-                clash.join(", ")
-            );
+        check_interrupt(|| format!("{name}, DIP step {}", step + 1))
+    };
+    let out =
+        dip_dkp::run(ctx, &lr, h, w, cfg, prior.as_mut(), &gt, &mut on_progress).map_err(|e| {
+            match e {
+                dkp::Error::Interrupted(_) => anyhow::Error::new(e),
+                e => anyhow::Error::new(e).context(format!("{}: DIP-DKP failed", job.name)),
+            }
+        })?;
+    bar.finish_and_clear();
+
+    let mut set = ResultSet::begin(&args.out, &job.name)?;
+    let (sw, sh) = (sf * w, sf * h);
+    let sr = dip_dkp::to_rgb_image(&out.sr, sw, sh)?;
+    let alpha = job.alpha.as_ref();
+    save_png_with_alpha(&set.path("sr.png"), &sr, alpha, Quantize::Round)?;
+    let kern = Kernel::new(cfg.k_size, out.kernel.iter().map(|&v| v as f64).collect())?;
+    write_kernel_txt(&set.path("kernel.txt"), &kern)?;
+    write_kernel_mat(&set.path("kernel.mat"), &kern)?;
+    write_kernel_png(&set.path("kernel.png"), &kern, 16)?;
+    let score = match &job.hr {
+        Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(hr, &sr, sf)?),
+        None => None,
+    };
+    let kernel_psnr = match &job.kernel {
+        Some(k) => Some(dkp::dkp::metrics::kernel_psnr(&k.data, &kern.data)?),
+        None => None,
+    };
+    let last_step = match &out.last {
+        Some((x, k)) => {
+            let score = match &job.hr {
+                Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(
+                    hr,
+                    &dip_dkp::to_rgb_image(x, sw, sh)?,
+                    sf,
+                )?),
+                None => None,
+            };
+            let kernel_psnr = match &job.kernel {
+                Some(kg) => {
+                    let est: Vec<f64> = k.iter().map(|&v| v as f64).collect();
+                    Some(dkp::dkp::metrics::kernel_psnr(&kg.data, &est)?)
+                }
+                None => None,
+            };
+            Some(LastStep {
+                psnr: score.map(|s| s.psnr),
+                ssim: score.map(|s| s.ssim),
+                kernel_psnr,
+            })
+        }
+        None => None,
+    };
+    let mut refined = None;
+    if let Some(net) = refiner {
+        check_interrupt(|| format!("{} (before --refine)", job.name))?;
+        let (usr, _) = crate::cli::usrnet::refine(ctx, net, &job.lr, &kern, sf, args.noise / 255.0)
+            .with_context(|| format!("{}: USRNet refinement failed", job.name))?;
+        save_png_with_alpha(&set.path("usrnet.png"), &usr, alpha, Quantize::Round)?;
+        if let Some(hr) = &job.hr {
+            let s = dkp::dkp::metrics::evaluate_pair(hr, &usr, sf)?;
+            refined = Some(Refined {
+                psnr: s.psnr,
+                ssim: s.ssim,
+            });
         }
     }
-    let min_lr = cfg.net.min_side().div_ceil(sf);
-    let mut summary: Vec<SummaryRow> = Vec::new();
-    for job in &mut jobs {
-        if let Some(c) = crop
-            && centre_crop(job, c, sf)?
-        {
-            {
-                eprintln!(
-                    "{}: LR centre-cropped to {}x{}",
-                    job.name, job.lr.width, job.lr.height
-                );
-            }
-        }
-        let (w, h) = (job.lr.width, job.lr.height);
-        if w < min_lr || h < min_lr {
-            bail!(
-                "{}: the LR image is {w}x{h}; at x{sf} the network needs at least {min_lr}x{min_lr} LR pixels",
-                job.name
-            );
-        }
-        if let Some(k) = &job.kernel
-            && k.size != cfg.k_size
-        {
-            eprintln!(
-                "{}: the GT kernel is {}x{} but x{sf} estimates {}x{}; kernel PSNR skipped",
-                job.name, k.size, k.size, cfg.k_size, cfg.k_size
-            );
-            job.kernel = None;
-        }
-        let lr: Vec<f32> = job.lr.data.iter().map(|&v| v as f32).collect();
-        let total = cfg.total_steps() as u64;
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(job.name.clone());
-        let mut prior = make_prior(prior_kind, sf, args.seed as u32);
-        let gt = GroundTruth {
-            hr: job.hr.as_ref(),
-            kernel: job.kernel.as_ref().map(|k| k.data.as_slice()),
-        };
-        let name = job.name.clone();
-        let mut on_progress = |step: usize, log: Option<&StepLog>| {
-            bar.set_position(step as u64 + 1);
-            if let Some(l) = log {
-                let mut msg = format!("loss {:.4e} LR-fit {:.2} dB", l.image_loss, l.lr_psnr);
-                if let Some(p) = l.psnr {
-                    msg += &format!(" PSNR {p:.2} dB");
-                }
-                if let Some(p) = l.kernel_psnr {
-                    msg += &format!(" kPSNR {p:.2} dB");
-                }
-                bar.set_message(msg.clone());
-                if bar.is_hidden() {
-                    log::info!("{name}: step {} {msg}", l.step + 1);
-                }
-            }
-        };
-        let out = dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut on_progress)
-            .with_context(|| format!("{}: DIP-DKP failed", job.name))?;
-        bar.finish_and_clear();
-
-        // ---- outputs (each written atomically) ----
-        let (sw, sh) = (sf * w, sf * h);
-        let sr = dip_dkp::to_rgb_image(&out.sr, sw, sh)?;
-        let mut outputs = Vec::new();
-        let p_sr = args.out.join(format!("{}_sr.png", job.name));
-        save_png(&p_sr, &sr, Quantize::Round)?;
-        outputs.push(p_sr.display().to_string());
-        let kern = Kernel::new(cfg.k_size, out.kernel.iter().map(|&v| v as f64).collect())?;
-        let p_kt = args.out.join(format!("{}_kernel.txt", job.name));
-        write_kernel_txt(&p_kt, &kern)?;
-        let p_km = args.out.join(format!("{}_kernel.mat", job.name));
-        write_kernel_mat(&p_km, &kern)?;
-        let p_kp = args.out.join(format!("{}_kernel.png", job.name));
-        write_kernel_png(&p_kp, &kern, 16)?;
-        outputs.extend([p_kt, p_km, p_kp].iter().map(|p| p.display().to_string()));
-        let score = match &job.hr {
-            Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(hr, &sr, sf)?),
-            None => None,
-        };
-        let kernel_psnr = match &job.kernel {
-            Some(k) => Some(dkp::dkp::metrics::kernel_psnr(&k.data, &kern.data)?),
-            None => None,
-        };
-        let last_step = match &out.last {
-            Some((x, k)) => {
-                let score = match &job.hr {
-                    Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(
-                        hr,
-                        &dip_dkp::to_rgb_image(x, sw, sh)?,
-                        sf,
-                    )?),
-                    None => None,
-                };
-                let kernel_psnr = match &job.kernel {
-                    Some(kg) => {
-                        let est: Vec<f64> = k.iter().map(|&v| v as f64).collect();
-                        Some(dkp::dkp::metrics::kernel_psnr(&kg.data, &est)?)
-                    }
-                    None => None,
-                };
-                Some(LastStep {
-                    psnr: score.map(|s| s.psnr),
-                    ssim: score.map(|s| s.ssim),
-                    kernel_psnr,
-                })
-            }
-            None => None,
-        };
-        let mut refined = None;
-        if let Some(net) = &refiner {
-            let (usr, _) =
-                crate::cli::usrnet::refine(&ctx, net, &job.lr, &kern, sf, args.noise / 255.0)
-                    .with_context(|| format!("{}: USRNet refinement failed", job.name))?;
-            let p_usr = args.out.join(format!("{}_usrnet.png", job.name));
-            save_png(&p_usr, &usr, Quantize::Round)?;
-            outputs.push(p_usr.display().to_string());
-            if let Some(hr) = &job.hr {
-                let s = dkp::dkp::metrics::evaluate_pair(hr, &usr, sf)?;
-                refined = Some(Refined {
-                    psnr: s.psnr,
-                    ssim: s.ssim,
-                });
-            }
-        }
-        if !out.logs.is_empty() {
-            let xs: Vec<f64> = out.logs.iter().map(|l| l.step as f64).collect();
-            let loss: Vec<f64> = out.logs.iter().map(|l| l.image_loss as f64).collect();
-            let mut series = vec![dkp::io::plot::Series {
-                xs: &xs,
-                ys: &loss,
-                log: true,
-                color: [200, 40, 40],
-            }];
-            let psnr: Vec<f64> = out
-                .logs
-                .iter()
-                .map(|l| l.psnr.unwrap_or(f64::NAN))
-                .collect();
-            let kpsnr: Vec<f64> = out
-                .logs
-                .iter()
-                .map(|l| l.kernel_psnr.unwrap_or(f64::NAN))
-                .collect();
-            if job.hr.is_some() {
-                series.push(dkp::io::plot::Series {
-                    xs: &xs,
-                    ys: &psnr,
-                    log: false,
-                    color: [30, 90, 200],
-                });
-            }
-            if job.kernel.is_some() {
-                series.push(dkp::io::plot::Series {
-                    xs: &xs,
-                    ys: &kpsnr,
-                    log: false,
-                    color: [30, 150, 60],
-                });
-            }
-            let lr_fit: Vec<f64> = out.logs.iter().map(|l| l.lr_psnr).collect();
-            series.push(dkp::io::plot::Series {
-                xs: &xs,
-                ys: &lr_fit,
-                log: false,
-                color: [150, 60, 170],
-            });
-            let p_plot = args.out.join(format!("{}_curves.png", job.name));
-            dkp::io::plot::write(&p_plot, &series)?;
-            outputs.push(p_plot.display().to_string());
-        }
-        let report = Report {
-            dkp_version: env!("CARGO_PKG_VERSION"),
-            image: &job.name,
-            preset: format!("{preset:?}").to_lowercase(),
-            adapter: &ctx.summary,
-            config: &cfg,
-            prior: format!("{prior_kind:?}"),
-            lr_size: [h, w],
-            sr_size: [sh, sw],
-            seconds: out.seconds,
-            seconds_per_step: out.seconds / cfg.total_steps().max(1) as f64,
-            parameters: out.parameters,
-            peak_gpu_memory_mib: ctx.memory().peak_in_use as f64 / (1 << 20) as f64,
-            psnr: score.map(|s| s.psnr),
-            ssim: score.map(|s| s.ssim),
-            kernel_psnr,
-            output: match cfg.output {
-                OutputRule::Last => "last",
-                OutputRule::Ema { .. } => "ema",
-            },
-            last_step,
-            refined,
-            logs: &out.logs,
-            outputs: outputs.clone(),
-        };
-        let p_rep = args.out.join(format!("{}_report.json", job.name));
-        write_atomic(&p_rep, serde_json::to_string_pretty(&report)?.as_bytes())?;
-        let mut line = format!(
-            "{}: {}x{} -> {}x{} in {:.1} s",
-            job.name, w, h, sw, sh, out.seconds
-        );
-        if let Some(s) = score {
-            line += &format!(", PSNR {:.2} dB, SSIM {:.4}", s.psnr, s.ssim);
-        }
-        if let Some(k) = kernel_psnr {
+    if !out.logs.is_empty() {
+        write_curves(&set.path("curves.png"), &out.logs, job)?;
+    }
+    let mut outputs: Vec<String> = ["sr.png", "kernel.txt", "kernel.mat", "kernel.png"]
+        .iter()
+        .map(|s| set.final_path(s).display().to_string())
+        .collect();
+    if refiner.is_some() {
+        outputs.push(set.final_path("usrnet.png").display().to_string());
+    }
+    if !out.logs.is_empty() {
+        outputs.push(set.final_path("curves.png").display().to_string());
+    }
+    let report = Report {
+        dkp_version: env!("CARGO_PKG_VERSION"),
+        image: &job.name,
+        preset: format!("{preset:?}").to_lowercase(),
+        adapter: &ctx.summary,
+        config: cfg,
+        prior: format!("{prior_kind:?}"),
+        lr_size: [h, w],
+        sr_size: [sh, sw],
+        seconds: out.seconds,
+        seconds_per_step: out.seconds / cfg.total_steps().max(1) as f64,
+        parameters: out.parameters,
+        peak_gpu_memory_mib: ctx.memory().peak_in_use as f64 / (1 << 20) as f64,
+        memory_estimate_mib: mib(cfg.memory_estimate(h, w).gpu_bytes),
+        psnr: score.map(|s| s.psnr),
+        ssim: score.map(|s| s.ssim),
+        kernel_psnr,
+        output: match cfg.output {
+            OutputRule::Last => "last",
+            OutputRule::Ema { .. } => "ema",
+        },
+        last_step,
+        refined,
+        logs: &out.logs,
+        outputs,
+    };
+    write_atomic(
+        &set.path(MANIFEST),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    // The set is complete: move it into place as a whole (an interrupt from here on waits).
+    set.commit(&RESULT_SUFFIXES, MANIFEST)?;
+    let mut line = format!(
+        "{}: {}x{} -> {}x{} in {:.1} s",
+        job.name, w, h, sw, sh, out.seconds
+    );
+    if let Some(s) = score {
+        line += &format!(", PSNR {:.2} dB, SSIM {:.4}", s.psnr, s.ssim);
+    }
+    if let Some(k) = kernel_psnr {
+        line += &format!(", kernel PSNR {k:.2} dB");
+    }
+    if let Some(LastStep {
+        psnr: Some(p),
+        kernel_psnr: kp,
+        ..
+    }) = last_step
+    {
+        line += &format!(" (last step: PSNR {p:.2} dB");
+        if let Some(k) = kp {
             line += &format!(", kernel PSNR {k:.2} dB");
         }
-        if let Some(LastStep {
-            psnr: Some(p),
-            kernel_psnr: kp,
-            ..
-        }) = last_step
-        {
-            line += &format!(" (last step: PSNR {p:.2} dB");
-            if let Some(k) = kp {
-                line += &format!(", kernel PSNR {k:.2} dB");
-            }
-            line += ")";
-        }
-        if let Some(r) = refined {
-            line += &format!(
-                ", refined (USRNet) PSNR {:.2} dB, SSIM {:.4}",
-                r.psnr, r.ssim
-            );
-        }
-        println!("{line}");
-        println!("  wrote {} and {}", p_sr.display(), p_rep.display());
-        summary.push((job.name.clone(), score, kernel_psnr, out.seconds));
+        line += ")";
     }
-    if summary.len() > 1 {
-        let n = summary.len() as f64;
-        let mean = |f: &dyn Fn(&SummaryRow) -> Option<f64>| {
-            let v: Vec<f64> = summary.iter().filter_map(f).collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
-        println!(
-            "mean over {n} images: PSNR {} dB, SSIM {}, kernel PSNR {} dB, {:.1} s/image",
-            fmt_opt(mean(&|r| r.1.map(|s| s.psnr)), 2),
-            fmt_opt(mean(&|r| r.1.map(|s| s.ssim)), 4),
-            fmt_opt(mean(&|r| r.2), 2),
-            summary.iter().map(|r| r.3).sum::<f64>() / n
+    if let Some(r) = refined {
+        line += &format!(
+            ", refined (USRNet) PSNR {:.2} dB, SSIM {:.4}",
+            r.psnr, r.ssim
         );
     }
-    if opts.profile {
-        if let Some(t) = ctx.with_profiler(|p| p.table()) {
-            println!("\n{t}");
-        }
-        if let Some(path) = &args.trace
-            && let Some(tr) = ctx.with_profiler(|p| p.chrome_trace())
-        {
-            write_atomic(path, tr.as_bytes())?;
-        }
+    println!("{line}");
+    println!(
+        "  wrote {} and {}",
+        set_path(&args.out, &job.name, "sr.png").display(),
+        set_path(&args.out, &job.name, MANIFEST).display()
+    );
+    Ok((job.name.clone(), score, kernel_psnr, out.seconds))
+}
+
+fn set_path(dir: &Path, name: &str, suffix: &str) -> PathBuf {
+    dir.join(dkp::io::result_set::member_name(name, suffix))
+}
+
+/// The loss / PSNR / kernel PSNR / LR-fit curves of a run.
+fn write_curves(path: &Path, logs: &[StepLog], job: &Job) -> Result<()> {
+    let xs: Vec<f64> = logs.iter().map(|l| l.step as f64).collect();
+    let loss: Vec<f64> = logs.iter().map(|l| l.image_loss as f64).collect();
+    let psnr: Vec<f64> = logs.iter().map(|l| l.psnr.unwrap_or(f64::NAN)).collect();
+    let kpsnr: Vec<f64> = logs
+        .iter()
+        .map(|l| l.kernel_psnr.unwrap_or(f64::NAN))
+        .collect();
+    let lr_fit: Vec<f64> = logs.iter().map(|l| l.lr_psnr).collect();
+    let mut series = vec![dkp::io::plot::Series {
+        xs: &xs,
+        ys: &loss,
+        log: true,
+        color: [200, 40, 40],
+    }];
+    if job.hr.is_some() {
+        series.push(dkp::io::plot::Series {
+            xs: &xs,
+            ys: &psnr,
+            log: false,
+            color: [30, 90, 200],
+        });
     }
+    if job.kernel.is_some() {
+        series.push(dkp::io::plot::Series {
+            xs: &xs,
+            ys: &kpsnr,
+            log: false,
+            color: [30, 150, 60],
+        });
+    }
+    series.push(dkp::io::plot::Series {
+        xs: &xs,
+        ys: &lr_fit,
+        log: false,
+        color: [150, 60, 170],
+    });
+    dkp::io::plot::write(path, &series)?;
     Ok(())
 }

@@ -111,6 +111,23 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .with_context(|| format!("{}: no HR image named '{name}'", args.hr_dir.display()))?;
         let sr = load_rgb(sr_path)?;
         let hr = load_rgb(&hr_path)?;
+        // The metric centre-crops the two to a common size (the reference's protocol, for
+        // results a border of up to sf pixels per side smaller); a larger mismatch means the
+        // wrong pair or the wrong --sf, and would score a shifted crop.
+        let (hw, hh) = (hr.width / args.sf * args.sf, hr.height / args.sf * args.sf);
+        let tol = 2 * args.sf;
+        if hw.abs_diff(sr.width) > tol || hh.abs_diff(sr.height) > tol {
+            bail!(
+                "{}: the result is {}x{} but the HR image {} is {}x{} ({hw}x{hh} at x{}); they are not the same picture at this scale (wrong --sf or the wrong HR folder?)",
+                sr_path.display(),
+                sr.width,
+                sr.height,
+                hr_path.display(),
+                hr.width,
+                hr.height,
+                args.sf
+            );
+        }
         let score = evaluate_pair(&hr, &sr, args.sf)
             .with_context(|| format!("{}: cannot evaluate", sr_path.display()))?;
         let kernel_psnr = match (&args.kernels, &args.kernels_gt) {

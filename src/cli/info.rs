@@ -11,6 +11,9 @@ pub struct InfoArgs {
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &InfoArgs) -> Result<()> {
+    if let Some(b) = &opts.backend {
+        dkp::gpu::context::check_backend_list(b)?;
+    }
     let adapters = dkp::gpu::enumerate(opts.backend.as_deref());
     if adapters.is_empty() {
         anyhow::bail!(

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_unet;
+pub mod common;
 pub mod diff;
 pub mod dip;
 pub mod eval;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
+use dkp::io::image::{Quantize, RgbImage, load_rgb};
 use dkp::io::kernel::{Kernel, read_kernel};
 use dkp::models::usrnet::{Usrnet, correlation_to_convolution};
 use dkp::{Context, Tensor};
@@ -38,7 +38,8 @@ pub struct UsrnetArgs {
     /// current directory, else in the dkp source tree this binary was built from.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Output PNG. Default: NAME_usrnet.png in the current directory.
+    /// Output PNG (NAME.json beside it is the report), or an existing folder for
+    /// NAME_usrnet.png. Default: NAME_usrnet.png in the current directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Ground-truth HR image: print PSNR/SSIM (Y channel, sf-pixel border shaved, spec §4).
@@ -93,19 +94,32 @@ pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
     if !args.noise.is_finite() || args.noise < 0.0 {
         bail!("--noise must be a finite value >= 0 (got {})", args.noise);
     }
-    let name = args
-        .lr
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let out_path = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{name}_usrnet.png")));
-    if out_path.exists() && !args.force {
-        bail!("refusing to overwrite {} (use --force)", out_path.display());
+    let name = crate::cli::common::stem(&args.lr);
+    let default_name = format!("{name}_usrnet.png");
+    // `--out DIR` (an existing folder) means NAME_usrnet.png inside it.
+    let out_path = match &args.out {
+        Some(p) if p.is_dir() => p.join(&default_name),
+        Some(p) => p.clone(),
+        None => PathBuf::from(&default_name),
+    };
+    let report_path = out_path.with_extension("json");
+    if !args.force {
+        for p in [&out_path, &report_path] {
+            if p.exists() {
+                bail!("refusing to overwrite {} (use --force)", p.display());
+            }
+        }
     }
-    let lr = load_rgb(&args.lr)?;
+    if out_path
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("png"))
+    {
+        bail!(
+            "--out {}: the result is written as PNG; give a .png file name or a folder",
+            out_path.display()
+        );
+    }
+    let (lr, alpha) = dkp::io::image::load_rgb_alpha(&args.lr)?;
     let kernel = read_kernel(&args.kernel)?;
     let ksum: f64 = kernel.data.iter().sum();
     if (ksum - 1.0).abs() > 1e-2 {
@@ -125,17 +139,32 @@ pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
         );
     }
     let hr = args.hr.as_deref().map(load_rgb).transpose()?;
+    if let (Some(hr), Some(p)) = (&hr, &args.hr)
+        && (hr.width / sf != w || hr.height / sf != h)
+    {
+        bail!(
+            "--hr {}: the HR image is {}x{} but the LR is {w}x{h}; at x{sf} the HR must be {}x{} (up to {} more pixels per side are cropped)",
+            p.display(),
+            hr.width,
+            hr.height,
+            sf * w,
+            sf * h,
+            sf - 1
+        );
+    }
     let weights = resolve_weights(args.weights.as_deref());
-    let ctx: Arc<Context> = Context::new(opts)?;
-    let net = Usrnet::load(&ctx, &weights)?;
-    let sigma = args.noise / 255.0;
-    let (sr, secs) = refine(&ctx, &net, &lr, &kernel, sf, sigma)?;
+    Usrnet::check_file(&weights)?;
     if let Some(dir) = out_path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        dkp::io::result_set::check_writable(dir)?;
     }
-    save_png(&out_path, &sr, Quantize::Round)?;
+    let ctx: Arc<Context> = Context::new(opts)?;
+    let net = Usrnet::load(&ctx, &weights)?;
+    let sigma = args.noise / 255.0;
+    let (sr, secs) = refine(&ctx, &net, &lr, &kernel, sf, sigma)?;
+    dkp::io::image::save_png_with_alpha(&out_path, &sr, alpha.as_ref(), Quantize::Round)?;
     let mut line = format!(
         "{name}: {w}x{h} -> {}x{} (x{sf}, {}x{} kernel, noise {}/255) in {secs:.2} s on {}",
         sf * w,
@@ -153,7 +182,6 @@ pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
         line += &format!(", PSNR {:.2} dB, SSIM {:.4}", s.psnr, s.ssim);
     }
     // Machine-readable record of the run beside the image.
-    let report_path = out_path.with_extension("json");
     let report = serde_json::json!({
         "dkp_version": env!("CARGO_PKG_VERSION"),
         "command": "usrnet",

@@ -106,6 +106,23 @@ pub fn enumerate(backend: Option<&str>) -> Vec<wgpu::Adapter> {
     pollster::block_on(instance.enumerate_adapters(backends(backend)))
 }
 
+/// Backend names `--backend` accepts (wgpu's own spellings).
+const BACKEND_NAMES: [&str; 9] = [
+    "vulkan", "vk", "metal", "mtl", "dx12", "d3d12", "gl", "gles", "opengl",
+];
+
+/// Refuse an unknown backend name (wgpu would silently drop it and then find no adapter).
+pub fn check_backend_list(list: &str) -> Result<()> {
+    for b in list.split(',').map(str::trim) {
+        if !BACKEND_NAMES.contains(&b.to_lowercase().as_str()) {
+            return Err(Error::Invalid(format!(
+                "--backend {list:?}: unknown backend {b:?}; use vulkan, metal, dx12 or gl (a comma list)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn backends(backend: Option<&str>) -> wgpu::Backends {
     match backend {
         Some(b) => wgpu::Backends::from_comma_list(b),
@@ -132,6 +149,20 @@ fn type_rank(t: wgpu::DeviceType) -> u8 {
 impl Context {
     pub fn new(opts: &ContextOptions) -> Result<Arc<Self>> {
         let backend = opts.backend.clone();
+        if let Some(b) = &backend {
+            check_backend_list(b)?;
+        }
+        let max_tasks = match opts.max_tasks {
+            Some(n) => n.max(1),
+            None => match std::env::var("DKP_MAX_TASKS") {
+                Ok(v) => v.trim().parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "DKP_MAX_TASKS={v:?}: expected a whole number >= 1 (dispatches per submit; default 256)"
+                    ))
+                })?,
+                Err(_) => 256,
+            },
+        };
         let adapters = enumerate(backend.as_deref());
         let wanted = opts
             .adapter
@@ -208,15 +239,6 @@ impl Context {
         } else {
             Tuning::Gpu
         };
-        let max_tasks = opts
-            .max_tasks
-            .or_else(|| {
-                std::env::var("DKP_MAX_TASKS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(256)
-            .max(1);
         let profiler = opts
             .profile
             .then(|| Profiler::new(summary.timestamp_query, opts.trace));
@@ -255,6 +277,24 @@ impl Context {
     }
     pub fn memory(&self) -> PoolStats {
         self.pool.stats()
+    }
+    /// Bytes a run may use on this adapter, when that can be known: `DKP_MEMORY_BUDGET`
+    /// (bytes, or with a K/M/G suffix) if set, else on a software adapter (whose buffers live
+    /// in host memory) the host's available memory. wgpu does not report a GPU's memory size,
+    /// so on real GPUs without the variable this is `None` and only the estimate is shown.
+    pub fn memory_budget(&self) -> Result<Option<u64>> {
+        if let Ok(v) = std::env::var("DKP_MEMORY_BUDGET") {
+            return parse_bytes(&v).map(Some).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "DKP_MEMORY_BUDGET={v:?} is not a size (bytes, or a number with K, M or G)"
+                ))
+            });
+        }
+        Ok(if self.is_software() {
+            host_available_memory()
+        } else {
+            None
+        })
     }
     /// Free the pool's idle buffers. Recorded work may still reference a buffer whose tensor
     /// was dropped, so everything pending is submitted and waited for first.
@@ -687,4 +727,26 @@ pub fn shared_test_context() -> Option<Arc<Context>> {
         }
     })
     .clone()
+}
+
+/// `1234`, `512M`, `8G`, `1.5G` (binary units) as bytes.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        (i, 't' | 'T') => (&s[..i], 1 << 40),
+        _ => (s, 1),
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v > 0.0).then_some((v * mul as f64) as u64)
+}
+
+/// The host's available memory (Linux `MemAvailable`), when it can be read.
+pub fn host_available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
 }

@@ -1,7 +1,8 @@
 //! Images as planar RGB f64 in [0, 1] (the layout of a 1×3×H×W tensor).
 //!
 //! Loading follows PIL's `Image.open(path).convert('RGB')` for 8-bit files: gray is replicated
-//! to three channels, alpha is dropped (not blended), palette images are expanded. 16-bit
+//! to three channels, alpha is dropped (not blended; [`load_rgb_alpha`] returns it beside the
+//! RGB, for writing it back upscaled), palette images are expanded. 16-bit
 //! files are scaled by 1/65535 (PIL would keep only the high byte of 16-bit RGB and clip
 //! 16-bit gray; exact for every 8-bit file, which is what the benchmarks use). JPEG decoding
 //! may differ from libjpeg by ±1 on some values.
@@ -160,7 +161,15 @@ impl Quantize {
 /// path.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let reader = ImageReader::open(path)
-        .map_err(|e| file_err(path, format!("cannot open image: {e}")))?
+        .map_err(|e| {
+            file_err(
+                path,
+                format!(
+                    "cannot open image: {}",
+                    super::describe_path_error(path, &e)
+                ),
+            )
+        })?
         .with_guessed_format()
         .map_err(|e| file_err(path, format!("cannot read image: {e}")))?;
     decode_rgb(reader, path)
@@ -176,9 +185,19 @@ pub fn decode_rgb_bytes(bytes: &[u8], name: &str) -> Result<RgbImage> {
 }
 
 fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
-    mut reader: ImageReader<R>,
+    reader: ImageReader<R>,
     path: &Path,
 ) -> Result<RgbImage> {
+    let (img, color) = decode(reader, path)?;
+    Ok(to_rgb(&img, color))
+}
+
+/// Decode with the checks every loader shares: a known signature, at most [`MAX_PIXELS`],
+/// at least one pixel, intact data.
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    mut reader: ImageReader<R>,
+    path: &Path,
+) -> Result<(DynamicImage, ColorType)> {
     if reader.format().is_none() {
         return Err(file_err(
             path,
@@ -210,12 +229,20 @@ fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
     let color = decoder.color_type();
     let img = DynamicImage::from_decoder(decoder)
         .map_err(|e| file_err(path, format!("corrupt image data: {e}")))?;
-    let (w, h) = (w as usize, h as usize);
-    let n = w * h;
-    let sixteen = matches!(
+    Ok((img, color))
+}
+
+fn is_sixteen(color: ColorType) -> bool {
+    matches!(
         color,
         ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16
-    );
+    )
+}
+
+fn to_rgb(img: &DynamicImage, color: ColorType) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let n = w * h;
+    let sixteen = is_sixteen(color);
     let mut data = vec![0.0; 3 * n];
     if sixteen {
         let rgb = img.to_rgb16();
@@ -232,12 +259,75 @@ fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
             }
         }
     }
-    Ok(RgbImage {
+    RgbImage {
         width: w,
         height: h,
         data,
         bit_depth: if sixteen { 16 } else { 8 },
-    })
+    }
+}
+
+/// One channel in [0, 1] (`data[y·W + x]`): the alpha of an RGBA input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrayImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f64>,
+}
+
+impl GrayImage {
+    /// Bicubic (Catmull-Rom) resize to `width x height`, clipped to [0, 1]: how an alpha
+    /// channel follows the restored RGB (the method itself restores colour only).
+    pub fn resize(&self, width: usize, height: usize) -> GrayImage {
+        let src: image::ImageBuffer<image::Luma<f32>, Vec<f32>> = image::ImageBuffer::from_raw(
+            self.width as u32,
+            self.height as u32,
+            self.data.iter().map(|&v| v as f32).collect(),
+        )
+        .unwrap_or_else(|| image::ImageBuffer::new(self.width as u32, self.height as u32));
+        let out = image::imageops::resize(
+            &src,
+            width as u32,
+            height as u32,
+            image::imageops::FilterType::CatmullRom,
+        );
+        GrayImage {
+            width,
+            height,
+            data: out
+                .into_raw()
+                .into_iter()
+                .map(|v| (v as f64).clamp(0.0, 1.0))
+                .collect(),
+        }
+    }
+}
+
+/// [`load_rgb`], plus the alpha channel when the file has one (gray+alpha, RGBA).
+pub fn load_rgb_alpha(path: &Path) -> Result<(RgbImage, Option<GrayImage>)> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| {
+            file_err(
+                path,
+                format!(
+                    "cannot open image: {}",
+                    super::describe_path_error(path, &e)
+                ),
+            )
+        })?
+        .with_guessed_format()
+        .map_err(|e| file_err(path, format!("cannot read image: {e}")))?;
+    let (img, color) = decode(reader, path)?;
+    let rgb = to_rgb(&img, color);
+    let alpha = color.has_alpha().then(|| {
+        let a = img.to_rgba16();
+        GrayImage {
+            width: rgb.width,
+            height: rgb.height,
+            data: a.pixels().map(|p| p.0[3] as f64 / 65535.0).collect(),
+        }
+    });
+    Ok((rgb, alpha))
 }
 
 /// Encode interleaved 8-bit pixels (`channels` = 1 gray, 3 RGB, 4 RGBA) as PNG bytes.
@@ -283,6 +373,39 @@ pub fn save_png(path: &Path, img: &RgbImage, q: Quantize) -> Result<()> {
     save_png_u8(path, img.width, img.height, 3, &img.to_rgb8(q))
 }
 
+/// Save RGB plus an alpha channel of the same size as an 8-bit RGBA PNG, atomically.
+pub fn save_png_rgba(path: &Path, img: &RgbImage, alpha: &GrayImage, q: Quantize) -> Result<()> {
+    if (alpha.width, alpha.height) != (img.width, img.height) {
+        return Err(Error::Shape {
+            op: "save_png_rgba",
+            msg: format!(
+                "alpha is {}x{}, image {}x{}",
+                alpha.width, alpha.height, img.width, img.height
+            ),
+        });
+    }
+    let rgb = img.to_rgb8(q);
+    let mut px = Vec::with_capacity(4 * alpha.data.len());
+    for (i, &a) in alpha.data.iter().enumerate() {
+        px.extend_from_slice(&rgb[3 * i..3 * i + 3]);
+        px.push(Quantize::Round.apply(a));
+    }
+    save_png_u8(path, img.width, img.height, 4, &px)
+}
+
+/// [`save_png`], or [`save_png_rgba`] with `alpha` resized to the image when there is one.
+pub fn save_png_with_alpha(
+    path: &Path,
+    img: &RgbImage,
+    alpha: Option<&GrayImage>,
+    q: Quantize,
+) -> Result<()> {
+    match alpha {
+        Some(a) => save_png_rgba(path, img, &a.resize(img.width, img.height), q),
+        None => save_png(path, img, q),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +420,38 @@ mod tests {
         assert_eq!(Quantize::Floor.apply(1.0), 255);
         assert_eq!(Quantize::Floor.apply(-3.0), 0);
         assert_eq!(Quantize::Floor.apply(f64::NAN), 0);
+    }
+
+    #[test]
+    fn alpha_is_read_upscaled_and_written_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.png");
+        // 4x2 RGBA: left half opaque, right half transparent.
+        let mut px = Vec::new();
+        for _y in 0..2 {
+            for x in 0..4u8 {
+                px.extend_from_slice(&[10 * x, 20, 30, if x < 2 { 255 } else { 0 }]);
+            }
+        }
+        save_png_u8(&p, 4, 2, 4, &px).unwrap();
+        let (rgb, alpha) = load_rgb_alpha(&p).unwrap();
+        let alpha = alpha.expect("the file has alpha");
+        assert_eq!(rgb, load_rgb(&p).unwrap());
+        assert_eq!(alpha.data[0], 1.0);
+        assert_eq!(alpha.data[3], 0.0);
+        let big = alpha.resize(8, 4);
+        assert_eq!((big.width, big.height), (8, 4));
+        assert!(big.data[0] > 0.99 && big.data[7] < 0.01);
+        let sr = RgbImage::new(8, 4, vec![0.5; 96]).unwrap();
+        let q = d.path().join("sr.png");
+        save_png_with_alpha(&q, &sr, Some(&alpha), Quantize::Round).unwrap();
+        let back = image::open(&q).unwrap();
+        assert_eq!(back.color(), ColorType::Rgba8);
+        let (_, a2) = load_rgb_alpha(&q).unwrap();
+        assert_eq!(a2.unwrap().data[0], 1.0);
+        // An RGB file has none.
+        save_png(&q, &sr, Quantize::Round).unwrap();
+        assert!(load_rgb_alpha(&q).unwrap().1.is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod image;
 pub mod kernel;
 pub mod mat;
 pub mod plot;
+pub mod result_set;
 pub mod weights;
 
 use std::io::Write;
@@ -57,3 +58,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Why `path` cannot be opened, in words: missing, a dangling or looping symbolic link, no
+/// permission, or the system's own message.
+pub fn describe_path_error(path: &Path, e: &std::io::Error) -> String {
+    let is_link = path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink());
+    match e.kind() {
+        _ if is_link && std::fs::read_link(path).is_ok() && e.raw_os_error() == Some(ELOOP) => {
+            "is a symbolic link that loops back on itself".into()
+        }
+        std::io::ErrorKind::NotFound if is_link => {
+            "is a symbolic link to something that does not exist".into()
+        }
+        std::io::ErrorKind::NotFound => "no such file or folder".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+const ELOOP: i32 = 40;
+#[cfg(not(target_os = "linux"))]
+const ELOOP: i32 = 62;

@@ -196,10 +196,12 @@ impl WeightFile {
 
     /// Tensor `name` as f32 values on the CPU (F32, F16, BF16 and F64 are converted), after
     /// checking that its shape is `expected`.
+    /// Non-finite values (NaN, ±inf) are refused with the key named: a model with them would
+    /// run to a black image.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let info = self.info(name, expected)?;
         let raw = self.raw(name, info)?;
-        Ok(match info.dtype {
+        let v: Vec<f32> = match info.dtype {
             Dtype::F32 => raw
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -224,7 +226,27 @@ impl WeightFile {
                     self.path.display()
                 )));
             }
-        })
+        };
+        self.check_finite(name, v.iter().map(|x| x.is_finite()))?;
+        Ok(v)
+    }
+
+    fn check_finite(&self, name: &str, finite: impl Iterator<Item = bool>) -> Result<()> {
+        let mut first = None;
+        let mut bad = 0usize;
+        for (i, ok) in finite.enumerate() {
+            if !ok {
+                first.get_or_insert(i);
+                bad += 1;
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(i) => Err(Error::Weights(format!(
+                "{}: tensor `{name}` holds {bad} non-finite values (NaN or inf; the first at flat index {i}); the file is corrupt or was saved from a diverged model",
+                self.path.display()
+            ))),
+        }
     }
 
     /// Tensor `name` as an f32 GPU tensor of shape `expected` (stored F32 or F16/BF16/F64,
@@ -239,10 +261,13 @@ impl WeightFile {
     pub fn tensor_f16(&self, ctx: &Arc<Context>, name: &str, expected: &[usize]) -> Result<Tensor> {
         let info = self.info(name, expected)?;
         let h: Vec<half::f16> = if info.dtype == Dtype::F16 {
-            self.raw(name, info)?
+            let h: Vec<half::f16> = self
+                .raw(name, info)?
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-                .collect()
+                .collect();
+            self.check_finite(name, h.iter().map(|x| x.is_finite()))?;
+            h
         } else {
             self.read_f32(name, expected)?
                 .into_iter()
@@ -269,6 +294,35 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, bytes).unwrap();
         p
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_with_the_key_named() {
+        let d = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for v in [1.0f32, f32::NAN, 2.0, f32::INFINITY] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let h: Vec<u8> = [1.0f32, f32::NAN]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let p = write(
+            d.path(),
+            "nan.safetensors",
+            &[
+                ("w", Dtype::F32, vec![4], bytes),
+                ("h", Dtype::F16, vec![2], h),
+            ],
+        );
+        let wf = WeightFile::open(&p).unwrap();
+        let e = wf.read_f32("w", &[4]).unwrap_err().to_string();
+        assert!(
+            e.contains("`w`") && e.contains("2 non-finite") && e.contains("index 1"),
+            "{e}"
+        );
+        let e = wf.read_f32("h", &[2]).unwrap_err().to_string();
+        assert!(e.contains("`h`") && e.contains("1 non-finite"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,57 @@ impl DipConfig {
     pub fn min_side(&self) -> usize {
         (1 << self.levels) + 1
     }
+
+    /// Number of trainable parameters (weights and biases of every conv, BN affines).
+    pub fn parameter_count(&self) -> u64 {
+        let (c, sk, cin0) = (
+            self.channels as u64,
+            self.skip as u64,
+            self.in_channels as u64,
+        );
+        let conv = |cin: u64, cout: u64, k: u64| cin * cout * k * k + cout;
+        let bn = |ch: u64| 2 * ch;
+        let inter = (c / 2).max(1);
+        let mut n = 0;
+        for l in 0..self.levels {
+            let cin = if l == 0 { cin0 } else { c };
+            n += conv(cin, sk, 1) + bn(sk) + conv(cin, c, 3) + bn(c) + conv(c, c, 3) + bn(c);
+            if l >= self.nonlocal_from {
+                n += 3 * conv(c, inter, 1) + conv(inter, c, 1) + bn(c);
+            }
+            n += bn(sk + c) + conv(sk + c, c, 3) + bn(c) + conv(c, c, 1) + bn(c);
+        }
+        n + conv(c, self.out_channels as u64, 1)
+    }
+
+    /// Floats of the activations one forward pass at `hh x ww` produces (and the tape keeps
+    /// for the backward pass): each conv's padded input and output, each BN/LeakyReLU output,
+    /// the non-local blocks' projections and T x T/4 affinity, the up path's upsample and
+    /// concat. An upper bound of what the pool holds at once, used to refuse runs that cannot
+    /// fit before any memory is allocated.
+    pub fn activation_floats(&self, hh: usize, ww: usize) -> u64 {
+        let (c, sk) = (self.channels as u64, self.skip as u64);
+        let (mut h, mut w) = (hh as u64, ww as u64);
+        let mut total = 0u64;
+        for l in 0..self.levels {
+            let cin = if l == 0 { self.in_channels as u64 } else { c };
+            let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+            let (n, n2) = (h * w, h2 * w2);
+            let padded = |ch: u64, a: u64, b: u64| ch * (a + 2) * (b + 2);
+            // Skip branch; down conv (padded input) + BN; 3x3 conv (padded input) + BN.
+            total += 2 * sk * n + padded(cin, h, w) + 2 * c * n2;
+            total += padded(c, h2, w2) + 2 * c * n2;
+            if l >= self.nonlocal_from {
+                let inter = (c / 2).max(1);
+                total += 3 * inter * n2 + n2 * n2.div_ceil(4) + inter * n2 + 3 * c * n2;
+            }
+            // Up path at this level's size: upsample, concat + BN, conv_up (padded) + BN,
+            // 1x1 conv + BN.
+            total += c * n + 2 * (c + sk) * n + padded(c + sk, h, w) + 4 * c * n;
+            (h, w) = (h2, w2);
+        }
+        total + 2 * self.out_channels as u64 * (hh * ww) as u64
+    }
 }
 
 /// Embedded dot-product non-local block, sub-sampled by 2x2 max-pool, gated by a BN whose

@@ -210,6 +210,41 @@ impl UnetConfig {
 
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("UNet config: {m}")));
+        // Bounds first: the layout below is built from these numbers, and a file that claims
+        // a billion res blocks must be refused before anything of that size is listed.
+        let ranges = [
+            ("image_size", self.image_size, 8, 2048),
+            ("in_channels", self.in_channels, 1, 64),
+            ("model_channels", self.model_channels, 2, 4096),
+            ("num_res_blocks", self.num_res_blocks, 1, 64),
+            ("num_heads", self.num_heads, 1, 1024),
+            ("channel_mult length", self.channel_mult.len(), 1, 8),
+            (
+                "attention_resolutions length",
+                self.attention_resolutions.len(),
+                0,
+                16,
+            ),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if v < lo || v > hi {
+                return bad(format!(
+                    "{key} = {v} is outside the supported range {lo}..={hi} (the 256x256 ImageNet model: image_size 256, model_channels 256, num_res_blocks 2)"
+                ));
+            }
+        }
+        if let Some(n) = self.num_classes
+            && !(1..=100_000).contains(&n)
+        {
+            return bad(format!(
+                "num_classes = {n} is outside the supported range 1..=100000"
+            ));
+        }
+        if let Some(&m) = self.channel_mult.iter().find(|&&m| m == 0 || m > 64) {
+            return bad(format!(
+                "channel_mult entry {m} is outside the supported range 1..=64"
+            ));
+        }
         if self.model_channels == 0 || self.channel_mult.is_empty() || self.in_channels == 0 {
             return bad("model_channels, channel_mult and in_channels must be non-empty".into());
         }

@@ -134,7 +134,22 @@ impl Usrnet {
         Self::from_weights(ctx, &wf)
     }
 
-    pub fn from_weights(ctx: &Arc<Context>, wf: &WeightFile) -> Result<Usrnet> {
+    /// Check a weights file without a GPU: every key present with its shape, every value
+    /// finite (usrnet_tiny is 0.4 MB, so reading it all is cheap).
+    pub fn check_file(path: &Path) -> Result<()> {
+        let wf = WeightFile::open(path)?;
+        for (name, shape) in expected_keys() {
+            if wf.shape(&name) != Some(shape.as_slice()) {
+                // The full list of problems, as loading would report them.
+                return Self::check_keys(&wf);
+            }
+            wf.read_f32(&name, &shape)?;
+        }
+        Ok(())
+    }
+
+    /// Every expected key present with its shape: one error listing all problems.
+    fn check_keys(wf: &WeightFile) -> Result<()> {
         let keys = expected_keys();
         let mut problems = Vec::new();
         for (name, shape) in &keys {
@@ -153,6 +168,12 @@ impl Usrnet {
                 problems.join("; ")
             )));
         }
+        Ok(())
+    }
+
+    pub fn from_weights(ctx: &Arc<Context>, wf: &WeightFile) -> Result<Usrnet> {
+        Self::check_keys(wf)?;
+        let keys = expected_keys();
         let extra = wf.len() - keys.len().min(wf.len());
         if extra > 0 {
             log::warn!(

@@ -41,7 +41,10 @@ fn dip_dkp_beats_bicubic_and_improves_the_kernel() {
         hr: Some(&hr),
         kernel: Some(&k.kernel),
     };
-    let out = dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {}).unwrap();
+    let out = dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {
+        Ok(())
+    })
+    .unwrap();
     let first = out.logs.first().unwrap();
     let last = out.logs.last().unwrap();
     let (psnr, kpsnr0, kpsnr) = (
@@ -81,10 +84,12 @@ fn too_small_inputs_are_refused_with_the_size_that_works() {
         kernel: None,
     };
     let lr = vec![0.5f32; 3 * 8 * 8];
-    let e = dip_dkp::run(&ctx, &lr, 8, 8, &cfg, prior.as_mut(), &gt, &mut |_, _| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = dip_dkp::run(&ctx, &lr, 8, 8, &cfg, prior.as_mut(), &gt, &mut |_, _| {
+        Ok(())
+    })
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         e.contains("at least 33") && e.contains("LR at least 17"),
         "{e}"
@@ -120,7 +125,10 @@ fn moving_average_output_leaves_the_trajectory_alone() {
         cfg.log_every = 4;
         cfg.output = output;
         let mut prior = make_prior(PriorKind::Gaussian, sf, 0);
-        dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {}).unwrap()
+        dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {
+            Ok(())
+        })
+        .unwrap()
     };
     let last = run(OutputRule::Last);
     assert!(last.last.is_none());

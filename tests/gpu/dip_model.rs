@@ -78,6 +78,11 @@ fn paper_dip_has_the_reference_parameter_count() {
     let Some(ctx) = ctx() else { return };
     let net = DipSkip::new(&ctx, DipConfig::paper(), &mut Rng::new(1)).unwrap();
     assert_eq!(net.params.count(), 2_359_939);
+    // The memory estimate counts parameters from the config alone: it must agree.
+    assert_eq!(DipConfig::paper().parameter_count(), 2_359_939);
+    let mini = DipConfig::mini();
+    let net = DipSkip::new(&ctx, mini.clone(), &mut Rng::new(1)).unwrap();
+    assert_eq!(mini.parameter_count(), net.params.count() as u64);
 }
 
 #[test]

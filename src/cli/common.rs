@@ -1,0 +1,128 @@
+//! What every subcommand shares: the interrupt flag, output-folder checks, result-set guards
+//! and the report of images a batch had to skip.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, bail};
+
+use dkp::io::result_set::{check_writable, existing_members};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Exit status of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Install the SIGINT/SIGTERM handler: the first signal asks the run to stop at the next step
+/// (the unfinished result set is discarded, finished ones stay); a second one quits at once.
+pub fn install_interrupt_handler() {
+    let r = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: quitting now");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        eprintln!(
+            "\ninterrupted: stopping after the current step; results not yet complete are discarded (press Ctrl-C again to quit at once)"
+        );
+    });
+    if let Err(e) = r {
+        log::warn!("no signal handler ({e}): Ctrl-C will end the run without cleanup");
+    }
+}
+
+/// `Err(Interrupted)` once a signal arrived: called between steps and between images.
+pub fn check_interrupt(at: impl FnOnce() -> String) -> dkp::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(dkp::Error::Interrupted(at()));
+    }
+    Ok(())
+}
+
+/// File name without its extension (`image` when there is none).
+pub fn stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
+}
+
+/// Create the output folder (and its parents) if needed and check that it takes files. Called
+/// after every input check, so a refused run leaves no empty folder behind.
+pub fn prepare_out_dir(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {}: exists and is not a folder; choose a folder",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder: {e}", out.display()))?;
+    check_writable(out)?;
+    Ok(())
+}
+
+/// Refuse (before any work) when any of `names`' result sets already has a member in `out`.
+pub fn refuse_existing(out: &Path, names: &[String], suffixes: &[&str], force: bool) -> Result<()> {
+    if force || !out.is_dir() {
+        return Ok(());
+    }
+    let clash: Vec<String> = names
+        .iter()
+        .flat_map(|n| existing_members(out, n, suffixes))
+        .map(|p| p.display().to_string())
+        .collect();
+    if !clash.is_empty() {
+        bail!(
+            "refusing to overwrite existing results (use --force): {}",
+            clash.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The folder a `--trace FILE` goes into must exist before the run, not after it.
+pub fn check_trace_path(trace: Option<&Path>) -> Result<()> {
+    let Some(t) = trace else { return Ok(()) };
+    if t.is_dir() {
+        bail!("--trace {}: is a folder; give a file name", t.display());
+    }
+    let dir = match t.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "--trace {}: the folder {} does not exist",
+            t.display(),
+            dir.display()
+        );
+    }
+    check_writable(&dir)?;
+    Ok(())
+}
+
+/// Images a batch skipped, with why; reported together at the end.
+#[derive(Default)]
+pub struct Skipped(Vec<(String, String)>);
+
+impl Skipped {
+    pub fn push(&mut self, what: impl Into<String>, why: &anyhow::Error) {
+        let (what, why) = (what.into(), format!("{why:#}"));
+        eprintln!("skipped {what}: {why}");
+        self.0.push((what, why));
+    }
+
+    /// `Ok` when nothing was skipped, else an error that lists every skipped image.
+    pub fn finish(self, done: usize) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self.0.iter().map(|(w, e)| format!("  {w}: {e}")).collect();
+        bail!(
+            "{} of {} images failed ({} done):\n{}",
+            self.0.len(),
+            self.0.len() + done,
+            done,
+            list.join("\n")
+        )
+    }
+}
