@@ -43,10 +43,6 @@ struct Params {
 
 const NEG_BIG: f32 = -3.0e38;
 
-fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
-
 // ------------------------------------------------------------------------------ forward
 
 @group(0) @binding(4) var<storage, read_write> O: array<AT>;
@@ -55,7 +51,7 @@ fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @compute @workgroup_size(WG)
 fn attn_fwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let bh = g / P.nblk;
     if (bh >= P.bh) {
         return;
@@ -173,7 +169,7 @@ fn stage_v(base: u32, s0: u32, rows: u32, n: u32, lane: u32) {
 @compute @workgroup_size(WG)
 fn attn_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     // Workgroups past the end (grid folding) still take part in the barriers.
     let live = g / P.nblk < P.bh;
     let bh = min(g / P.nblk, P.bh - 1u);
@@ -260,7 +256,7 @@ struct RParams {
 @compute @workgroup_size(WG)
 fn attn_bwd_rowdot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lane: u32) {
-    let r = wg_linear(wid, nwg) * WG + lane;
+    let r = wg_index(wid, nwg) * WG + lane;
     if (r >= RP.rows) {
         return;
     }
@@ -283,7 +279,7 @@ fn attn_bwd_rowdot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 @compute @workgroup_size(WG)
 fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let bh = g / P.nblk;
     if (bh >= P.bh) {
         return;
@@ -382,7 +378,7 @@ fn attn_dq_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(WG)
 fn attn_dkdv_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let bh = g / P.nblk;
     if (bh >= P.bh) {
         return;
@@ -503,7 +499,7 @@ var<workgroup> DS: array<f32, BS>;
 @compute @workgroup_size(WG)
 fn attn_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let live = g / P.nblk < P.bh;
     let bh = min(g / P.nblk, P.bh - 1u);
     let t_raw = (g % P.nblk) * WG + lane;
@@ -577,7 +573,7 @@ fn attn_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(WG)
 fn attn_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let live = g / P.nblk < P.bh;
     let bh = min(g / P.nblk, P.bh - 1u);
     let s_raw = (g % P.nblk) * WG + lane;

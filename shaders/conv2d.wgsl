@@ -43,10 +43,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 
-fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
-
 // ---------------------------------------------------------------------------------------------
 // core correlation, lanes over lane-channels (l), image read through uniform loads
 @group(0) @binding(1) var<storage, read> cx: array<f32>;

@@ -38,10 +38,6 @@ struct Params {
 var<workgroup> As: array<f32, BK * BM>;
 var<workgroup> Bs: array<f32, BK * BN>;
 
-fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
-
 @group(0) @binding(1) var<storage, read> tx_in: array<f32>;
 @group(0) @binding(2) var<storage, read> tw_in: array<W>;
 @group(0) @binding(3) var<storage, read> tb_in: array<f32>;

@@ -44,26 +44,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 
 fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
-}
-
-// High 32 bits of a 32x32-bit product, from 16-bit halves (vectorizes; WGSL has no mulhi).
-fn mulhi(a: u32, b: u32) -> u32 {
-    let a_lo = a & 0xffffu;
-    let a_hi = a >> 16u;
-    let b_lo = b & 0xffffu;
-    let b_hi = b >> 16u;
-    let t = a_hi * b_lo + ((a_lo * b_lo) >> 16u);
-    let w1 = (t & 0xffffu) + a_lo * b_hi;
-    return a_hi * b_hi + (t >> 16u) + (w1 >> 16u);
-}
-
-// n / d by multiply-high (Granlund-Montgomery, exact for all u32 n). Integer division by a
-// runtime value is not a SIMD instruction on CPUs, so software adapters scalarize it.
-fn udiv(n: u32, dv: vec4<u32>) -> u32 {
-    if (dv.x == 1u) { return n; }
-    let q = mulhi(dv.y, n);
-    return (((n - q) >> 1u) + q) >> dv.z;
+    return wg_index(wid, nwg) * WG + lid;
 }
 
 fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {

@@ -32,29 +32,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 
 fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
-}
-
-// High 32 bits of a 32x32-bit product, from 16-bit halves.
-fn mulhi(a: u32, b: u32) -> u32 {
-    let a_lo = a & 0xffffu;
-    let a_hi = a >> 16u;
-    let b_lo = b & 0xffffu;
-    let b_hi = b >> 16u;
-    let t = a_hi * b_lo + ((a_lo * b_lo) >> 16u);
-    let w1 = (t & 0xffffu) + a_lo * b_hi;
-    return a_hi * b_hi + (t >> 16u) + (w1 >> 16u);
-}
-
-// n / d by multiply-high (exact for all u32; integer division does not vectorize on CPUs).
-fn udiv(n: u32, dv: vec4<u32>) -> u32 {
-    if (dv.x == 1u) { return n; }
-    let q = mulhi(dv.y, n);
-    return (((n - q) >> 1u) + q) >> dv.z;
-}
-
-fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+    return wg_index(wid, nwg) * WG + lid;
 }
 
 // ---- reductions ----
@@ -80,7 +58,7 @@ var<workgroup> red: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn reduce_sum_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let g = group_index(wid, nwg);
+    let g = wg_index(wid, nwg);
     var acc = 0.0;
     if (g < P.parts) {
         for (var i = g * WG + lid; i < P.n; i += P.parts * WG) {
@@ -119,7 +97,7 @@ fn sqdiff_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(WG)
 fn sqdiff_sum_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let g = group_index(wid, nwg);
+    let g = wg_index(wid, nwg);
     var acc = 0.0;
     if (g < P.parts) {
         for (var i = g * WG + lid; i < P.n; i += P.parts * WG) {

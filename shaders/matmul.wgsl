@@ -55,10 +55,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(4) var<storage, read_write> C: array<f32>;
 
-fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
-}
-
 // Index of op(A)[row, kk] within one matrix.
 fn a_index(row: u32, kk: u32) -> u32 {
     if (TA) {
@@ -80,7 +76,7 @@ fn b_index(kk: u32, col: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn mm_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let cb = g % P.ncb;
     let rest = g / P.ncb;
     let rb = rest % P.nrb;
@@ -154,7 +150,7 @@ fn arow(abase: u32, r: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn mm_soft4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let cb = g % P.ncb;
     let rest = g / P.ncb;
     let rb = rest % P.nrb;
@@ -276,7 +272,7 @@ var<workgroup> Bs: array<f32, BK * TBN>;
 @compute @workgroup_size(256)
 fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let cb = g % P.ncb;
     let rest = g / P.ncb;
     let rb = rest % P.nrb;
@@ -393,7 +389,7 @@ struct TParams {
 @compute @workgroup_size(256)
 fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let o = wg_linear(wid, nwg) * 256u + lid;
+    let o = wg_index(wid, nwg) * 256u + lid;
     if (o >= TP.total) {
         return;
     }

@@ -54,7 +54,7 @@ fn store4(cbase: u32, row: u32, v: vec4<f32>) {
 fn mm_soft_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lane: u32,
               @builtin(subgroup_invocation_id) sgid: u32) {
-    let g = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+    let g = wg_index(wid, nwg);
     let cb = g % P.ncb;
     let rest = g / P.ncb;
     let rb = rest % P.nrb;

@@ -55,7 +55,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 
 fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+    return wg_index(wid, nwg) * WG + lid;
 }
 
 fn sigm(z: f32) -> f32 {
@@ -183,7 +183,7 @@ struct Tile {
 }
 
 fn tile(wid: vec3<u32>, nwg: vec3<u32>) -> Tile {
-    let w = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+    let w = wg_index(wid, nwg);
     let ql = w / P.cpp;
     return Tile(ql, P.plane0 + ql, (w - ql * P.cpp) * WG * EPT);
 }

@@ -23,7 +23,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 
 fn linear(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+    return wg_index(wid, nwg) * WG + lid;
 }
 
 // ---- Adam ----

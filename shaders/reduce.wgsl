@@ -34,7 +34,7 @@ struct RParams {
 @group(0) @binding(2) var<storage, read_write> RY: array<f32>;
 
 fn gid_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG + lid;
+    return wg_index(wid, nwg) * WG + lid;
 }
 
 @compute @workgroup_size(WG)

@@ -50,7 +50,7 @@ struct Pos {
 }
 
 fn first(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG * EPT + lid;
+    return wg_index(wid, nwg) * WG * EPT + lid;
 }
 
 fn split3(i: u32, hh: u32, ww: u32) -> Pos {

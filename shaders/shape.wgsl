@@ -51,7 +51,7 @@ struct Params {
 // divided out once per invocation and then stepped by WG with carries (no integer division per
 // element).
 fn first(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * WG * EPT + lid;
+    return wg_index(wid, nwg) * WG * EPT + lid;
 }
 
 struct Pos {

@@ -12,6 +12,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::Grads;
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
+use crate::kernels::binding::{chunk_elems, chunks};
 use crate::tensor::Tensor;
 
 const FAMILY: &str = "optim";
@@ -36,18 +37,6 @@ fn key(entry: &'static str) -> KernelKey {
 /// Every specialization this module can dispatch (for the naga validation test).
 pub fn shipped_keys() -> Vec<KernelKey> {
     vec![key("adam"), key("langevin")]
-}
-
-/// Element chunks that fit the adapter's binding limit (multiples of 64 elements keep
-/// sub-range offsets aligned).
-fn chunks(t: &Tensor) -> Vec<(usize, usize)> {
-    let ctx = t.ctx();
-    let align = (ctx.limits.min_storage_buffer_offset_alignment as u64 / 4).max(64);
-    let max = ((ctx.max_binding() / 4) / align * align).max(align) as usize;
-    let n = t.numel();
-    (0..n.div_ceil(max))
-        .map(|c| (c * max, max.min(n - c * max)))
-        .collect()
 }
 
 fn check_grad(op: &'static str, p: &Tensor, g: &Tensor) -> Result<()> {
@@ -147,7 +136,7 @@ impl Adam {
                 ..Default::default()
             };
             let ctx = p.ctx();
-            for (s, c) in chunks(p) {
+            for (s, c) in chunks(p.numel(), chunk_elems(p.ctx())) {
                 let pc = Params {
                     n: c as u32,
                     offset: s as u32,
@@ -255,7 +244,7 @@ impl Langevin {
                 continue;
             }
             let ctx = p.ctx();
-            for (s, c) in chunks(p) {
+            for (s, c) in chunks(p.numel(), chunk_elems(p.ctx())) {
                 let prm = Params {
                     n: c as u32,
                     offset: s as u32,

@@ -142,6 +142,7 @@ fn render_spec(body: &str, key: &KernelKey) -> std::result::Result<String, Strin
     if key.f16 {
         out.push_str("enable f16;\n");
     }
+    out.push_str(crate::kernels::sources::PRELUDE);
     let mut used = vec![false; key.consts.len()];
     let mut in_spec = false;
     let mut saw_spec = false;

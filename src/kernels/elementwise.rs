@@ -6,6 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
+use crate::kernels::binding::{chunk_elems, chunks};
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "elementwise";
@@ -139,15 +140,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v
 }
 
-/// Largest element count per dispatch so that every binding (of f32 or f16 elements) fits the
-/// adapter's binding limit; a multiple of 128 elements keeps sub-range offsets 256-byte
-/// aligned for both element sizes.
-fn chunk_elems(t: &Tensor) -> usize {
-    let max = t.ctx().max_binding() / 4;
-    let align = (t.ctx().limits.min_storage_buffer_offset_alignment as u64 / 2).max(1);
-    ((max / align) * align).max(align) as usize
-}
-
 /// `x` converted to `dtype` (f32 -> f16 rounds to nearest even, overflowing to ±inf; f16 ->
 /// f32 is exact). A tensor already of that dtype is returned as is. Not differentiable.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
@@ -172,7 +164,7 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     } else {
         key("convert", 0).half(&["CI"])
     };
-    for (s, c) in chunks(x.numel(), chunk_elems(x)) {
+    for (s, c) in chunks(x.numel(), chunk_elems(x.ctx())) {
         let p = Params {
             n: c as u32,
             ..Default::default()
@@ -191,19 +183,12 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     Ok(y)
 }
 
-fn chunks(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n.div_ceil(chunk.max(1))).map(move |c| {
-        let s = c * chunk;
-        (s, chunk.min(n - s))
-    })
-}
-
 fn run_unary_raw(op: UnaryOp, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     x.expect_f32(op.name())?;
     let ctx = x.ctx();
     let y = Tensor::empty(ctx, x.shape())?;
     let k = key("unary", op as u32);
-    for (s, c) in chunks(x.numel(), chunk_elems(x)) {
+    for (s, c) in chunks(x.numel(), chunk_elems(x.ctx())) {
         let p = Params {
             n: c as u32,
             alpha,
@@ -235,7 +220,7 @@ fn run_unary_backward(
     let ctx = x.ctx();
     let gx = Tensor::empty(ctx, x.shape())?;
     let k = key("unary_backward", op as u32);
-    for (s, c) in chunks(x.numel(), chunk_elems(x)) {
+    for (s, c) in chunks(x.numel(), chunk_elems(x.ctx())) {
         let p = Params {
             n: c as u32,
             alpha,
@@ -341,7 +326,7 @@ pub fn fill(t: &Tensor, value: f32) -> Result<()> {
     t.expect_f32("fill")?;
     let ctx = t.ctx();
     let k = key("fill", 0);
-    for (s, c) in chunks(t.numel(), chunk_elems(t)) {
+    for (s, c) in chunks(t.numel(), chunk_elems(t.ctx())) {
         let p = Params {
             n: c as u32,
             alpha: value,
@@ -418,7 +403,7 @@ fn run_binary_raw(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let same = a.shape() == b.shape();
     if same {
         // Same shape: split freely on aligned chunks.
-        for (s, c) in chunks(n, chunk_elems(a)) {
+        for (s, c) in chunks(n, chunk_elems(a.ctx())) {
             let p = Params {
                 n: c as u32,
                 shape: [1, 1, 1, c as u32],

@@ -8,7 +8,7 @@
 //! over a mixed-radix FFT of the cheapest smooth length m >= 2n - 1. Twiddles, chirps and the
 //! chirp spectrum are computed on the CPU in f64 and uploaded once per (context, length):
 //! plans live in a process-wide cache keyed by the context's address (checked against a weak
-//! handle). Index arithmetic uses multiply-high division (see [`fast_divisor`]).
+//! handle). Index arithmetic uses multiply-high division (see [`fast_divisor`](crate::kernels::fast_div::fast_divisor)).
 //!
 //! Gradients follow PyTorch for real losses of complex intermediates: the gradient of a
 //! complex tensor is stored as (dL/dRe, dL/dIm), so for y = A·x (A complex-linear) the input
@@ -26,6 +26,7 @@ use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, Context, KernelKey};
 use crate::kernels::elementwise::{broadcast_shape, sum_to};
+use crate::kernels::fast_div::fast_divisor;
 use crate::tensor::Tensor;
 
 const FAMILY: &str = "fft";
@@ -53,27 +54,6 @@ struct FftParams {
     d_nr: [u32; 4],
     d_ns: [u32; 4],
     d_n: [u32; 4],
-}
-
-/// Constants for dividing by `d` in a shader with a multiply-high (`udiv` in the WGSL of this
-/// crate): `[d, magic, shift, 0]`, Granlund–Montgomery round-up method, exact for every u32
-/// dividend. Integer division by a runtime value does not vectorize on CPU adapters.
-pub fn fast_divisor(d: u32) -> [u32; 4] {
-    if d <= 1 {
-        return [1, 0, 0, 0];
-    }
-    let l = 32 - (d - 1).leading_zeros(); // ceil(log2 d), >= 1
-    let m = (((1u64 << 32) * ((1u64 << l) - d as u64)) / d as u64 + 1) as u32;
-    [d, m, l - 1, 0]
-}
-
-/// CPU model of the shader's `udiv` (for tests).
-pub fn fast_div(n: u32, dv: [u32; 4]) -> u32 {
-    if dv[0] == 1 {
-        return n;
-    }
-    let q = ((dv[1] as u64 * n as u64) >> 32) as u32;
-    (((n - q) >> 1) + q) >> dv[2]
 }
 
 impl FftParams {

@@ -11,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, KernelKey, Tuning};
-use crate::kernels::fft::fast_divisor;
+use crate::kernels::fast_div::fast_divisor;
 use crate::tensor::Tensor;
 
 const FAMILY: &str = "loss";

@@ -14,6 +14,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, Context, KernelKey, Tuning};
+use crate::kernels::binding::{align_elems, max_window_elems, window};
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "matmul";
@@ -207,26 +208,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
     v.push(transpose_key());
     v.push(transpose_key().half(&["TE"]));
     v
-}
-
-/// Elements per storage-offset alignment unit.
-pub(crate) fn align_elems(ctx: &Context) -> usize {
-    (ctx.limits.min_storage_buffer_offset_alignment as usize / 4).max(1)
-}
-
-/// Bind `count` elements of `t` starting at element `start`: the binding starts at the aligned
-/// element at or before `start`; the returned offset locates `start` inside the binding.
-pub(crate) fn window(t: &Tensor, start: usize, count: usize) -> (BufRange, u32) {
-    let al = (t.ctx().limits.min_storage_buffer_offset_alignment as usize
-        / t.dtype().size() as usize)
-        .max(1);
-    let a = start - start % al;
-    (t.sub_range(a, count + (start - a)), (start - a) as u32)
-}
-
-/// Largest element count a window may cover so that it fits one binding after alignment.
-pub(crate) fn max_window_elems(ctx: &Context) -> usize {
-    ((ctx.max_binding() / 4) as usize).saturating_sub(align_elems(ctx))
 }
 
 /// Operands of one (batched) product, after shape checks.

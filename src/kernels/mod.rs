@@ -2,8 +2,10 @@
 //! checks, dispatch sizing, backward rules and CPU references.
 
 pub mod attention;
+pub mod binding;
 pub mod conv;
 pub mod elementwise;
+pub mod fast_div;
 pub mod fft;
 pub mod loss;
 pub mod matmul;

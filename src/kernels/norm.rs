@@ -16,7 +16,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
-use crate::kernels::shape::plane_chunks;
+use crate::kernels::binding::plane_chunks;
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "norm";

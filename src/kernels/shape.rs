@@ -8,7 +8,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, KernelKey};
+use crate::gpu::KernelKey;
+use crate::kernels::binding::{plane_chunks, window};
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "shape";
@@ -83,86 +84,6 @@ pub fn shipped_keys() -> Vec<KernelKey> {
 
 // ---------------------------------------------------------------------------------------------
 // binding-limit helpers
-
-/// One dispatch's share of a plane-structured op: planes `[p0, p0 + np)`; `ranges[i]` binds
-/// tensor i from an aligned offset at or below the chunk's first element, which sits `offs[i]`
-/// elements into the binding.
-pub(crate) struct PlaneChunk {
-    pub p0: usize,
-    pub np: usize,
-    pub ranges: Vec<BufRange>,
-    pub offs: Vec<u32>,
-}
-
-/// Split `nplanes` planes into chunks such that every tensor's share fits one storage binding.
-/// `ts` lists each tensor with its plane length in elements (tensor i holds `nplanes * len_i`
-/// elements). A single chunk binding whole tensors is returned when everything fits.
-pub(crate) fn plane_chunks(
-    op: &'static str,
-    ts: &[(&Tensor, usize)],
-    nplanes: usize,
-) -> Result<Vec<PlaneChunk>> {
-    let Some((t0, _)) = ts.first() else {
-        return Ok(Vec::new());
-    };
-    let ctx = t0.ctx();
-    let max = ctx.max_binding();
-    if ts.iter().all(|(t, _)| t.byte_len().max(4) <= max) {
-        return Ok(vec![PlaneChunk {
-            p0: 0,
-            np: nplanes,
-            ranges: ts.iter().map(|(t, _)| t.range()).collect(),
-            offs: vec![0; ts.len()],
-        }]);
-    }
-    let align = (ctx.limits.min_storage_buffer_offset_alignment as u64).max(4);
-    let per = ts
-        .iter()
-        .map(|(t, l)| (max.saturating_sub(align)) / (t.dtype().size() * (*l).max(1) as u64))
-        .min()
-        .unwrap_or(0) as usize;
-    if per == 0 {
-        let worst = ts.iter().map(|(_, l)| 4 * *l as u64).max().unwrap_or(0);
-        return Err(Error::BindingTooLarge {
-            op,
-            bytes: worst,
-            limit: max,
-            detail: format!(
-                "one plane is too large to bind; shapes {:?}",
-                ts.iter()
-                    .map(|(t, _)| t.shape().to_vec())
-                    .collect::<Vec<_>>()
-            ),
-        });
-    }
-    let mut out = Vec::new();
-    let mut p0 = 0;
-    while p0 < nplanes {
-        let np = per.min(nplanes - p0);
-        let mut ranges = Vec::with_capacity(ts.len());
-        let mut offs = Vec::with_capacity(ts.len());
-        for (t, l) in ts {
-            let es = t.dtype().size();
-            let start = (p0 * l) as u64 * es;
-            let end = ((p0 + np) * l) as u64 * es;
-            let boff = start / align * align;
-            ranges.push(BufRange {
-                buffer: t.buffer().clone(),
-                offset: boff,
-                size: (end - boff).div_ceil(4).max(1) * 4,
-            });
-            offs.push(((start - boff) / es) as u32);
-        }
-        out.push(PlaneChunk {
-            p0,
-            np,
-            ranges,
-            offs,
-        });
-        p0 += np;
-    }
-    Ok(out)
-}
 
 /// Dispatch a plane kernel that reads `src` (planes of `src_pl` elements) and writes every
 /// element of `dst` (planes of `dst_pl`), one invocation per written element.
@@ -371,23 +292,11 @@ fn strided_copy(
                 doff + a * t6[lead],
             )
         } else {
-            let bind = |tns: &Tensor, first: usize, span: usize| -> (BufRange, usize) {
-                let start = first as u64 * es;
-                let boff = start / align * align;
-                (
-                    BufRange {
-                        buffer: tns.buffer().clone(),
-                        offset: boff,
-                        size: ((first + span) as u64 * es - boff).div_ceil(4).max(1) * 4,
-                    },
-                    ((start - boff) / es) as usize,
-                )
-            };
             let sfirst = soff + a * s6[lead];
             let tfirst = doff + a * t6[lead];
-            let (sr, so) = bind(src, sfirst, (c - 1) * s6[lead] + rest_s + 1);
-            let (dr, do_) = bind(dst, tfirst, (c - 1) * t6[lead] + rest_t + 1);
-            (sr, so, dr, do_)
+            let (sr, so) = window(src, sfirst, (c - 1) * s6[lead] + rest_s + 1);
+            let (dr, do_) = window(dst, tfirst, (c - 1) * t6[lead] + rest_t + 1);
+            (sr, so as usize, dr, do_ as usize)
         };
         let u = |v: usize| v as u32;
         let (ga, gb) = wg_digits(&dd);

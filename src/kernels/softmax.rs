@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
-use crate::kernels::matmul::{max_window_elems, window};
+use crate::kernels::binding::{max_window_elems, window};
 use crate::tensor::Tensor;
 
 const FAMILY: &str = "softmax";

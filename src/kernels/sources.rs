@@ -1,5 +1,9 @@
 //! The WGSL source of every shader family, embedded in the binary.
 
+/// Helpers shared by every family (`wg_index`, `mulhi`, `udiv`), prepended by
+/// `KernelKey::render`.
+pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
 /// Source text of a family's `shaders/<family>.wgsl`.
 pub fn source(family: &str) -> Option<&'static str> {
     Some(match family {

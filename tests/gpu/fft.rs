@@ -374,12 +374,12 @@ fn fast_division_is_exact() {
         u32::MAX,
     ]);
     for &d in &divisors {
-        let dv = fft::fast_divisor(d);
+        let dv = dkp::kernels::fast_div::fast_divisor(d);
         let mut ns: Vec<u32> = vec![0, 1, d - 1, d, d.wrapping_add(1), u32::MAX, u32::MAX - 1];
         ns.extend((0..200).map(|_| rng.next_u64() as u32));
         ns.extend((0..200).map(|_| (rng.next_u64() % (1 << 24)) as u32));
         for n in ns {
-            assert_eq!(fft::fast_div(n, dv), n / d, "{n} / {d}");
+            assert_eq!(dkp::kernels::fast_div::fast_div(n, dv), n / d, "{n} / {d}");
         }
     }
 }

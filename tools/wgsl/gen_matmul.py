@@ -18,7 +18,7 @@ def soft4(maxr=8, maxj=2):
     b.append('''@compute @workgroup_size(WG)
 fn mm_soft4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lane: u32) {
-    let g = wg_linear(wid, nwg);
+    let g = wg_index(wid, nwg);
     let cb = g % P.ncb;
     let rest = g / P.ncb;
     let rb = rest % P.nrb;
@@ -139,7 +139,7 @@ def sg(maxr=16):
 fn mm_soft_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lane: u32,
               @builtin(subgroup_invocation_id) sgid: u32) {
-    let g = wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y;
+    let g = wg_index(wid, nwg);
     let cb = g % P.ncb;
     let rest = g / P.ncb;
     let rb = rest % P.nrb;
