@@ -2,11 +2,11 @@
 //! wgpu/WGSL tensor engine.
 
 pub mod autograd;
-pub mod dkp;
 pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod method;
 pub mod models;
 pub mod nn;
 pub mod ops;

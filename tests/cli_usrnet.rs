@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin_cmd;
 
-use dkp::dkp::degrade_cpu::degrade;
-use dkp::dkp::metrics::evaluate_pair;
 use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
 use dkp::io::kernel::{read_kernel, write_kernel_txt};
+use dkp::method::degrade_cpu::degrade;
+use dkp::method::metrics::evaluate_pair;
 
 fn dkp() -> Command {
     let mut c = cargo_bin_cmd!("dkp");

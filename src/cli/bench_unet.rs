@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, normal_tensor};
+use dkp::method::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, normal_tensor};
 use dkp::models::classifier::{Classifier, ClassifierConfig};
 use dkp::models::unet::{Unet, UnetConfig};
 use dkp::rand::Rng;

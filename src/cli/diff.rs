@@ -9,12 +9,14 @@ use clap::{Args, ValueEnum};
 
 use dkp::Context;
 use dkp::Tensor;
-use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, DiffPriorKind, Warmup, estimate_image};
-use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
 use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
 use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
 use dkp::io::result_set::ResultSet;
 use dkp::io::weights::WeightFile;
+use dkp::method::diff_dkp::{
+    DiffDkp, DiffDkpConfig, DiffMode, DiffPriorKind, Warmup, estimate_image,
+};
+use dkp::method::metrics::{evaluate_pair, kernel_psnr};
 use dkp::models::classifier::{Classifier, ClassifierConfig, missing_classifier_error};
 use dkp::models::unet::{Unet, UnetConfig, missing_weights_error};
 use dkp::rand::Rng;
@@ -177,8 +179,8 @@ fn synthesize_observation(x: &Tensor, k: &[f64]) -> dkp::Result<Tensor> {
     )?;
     let s = x.shape()[2];
     // |F^-1(F(x) F(k))| with the kernel at the top-left, then roll by -9 (Move_X_forward).
-    let b = dkp::ops::abs(&dkp::dkp::ddnm::circular_blur(x, &kt)?)?;
-    let b = dkp::dkp::ddnm::move_x_forward(&b, ks / 2)?;
+    let b = dkp::ops::abs(&dkp::method::ddnm::circular_blur(x, &kt)?)?;
+    let b = dkp::method::ddnm::move_x_forward(&b, ks / 2)?;
     let small = dkp::ops::bicubic_resize(&b, s / 3, s / 3)?;
     dkp::ops::bicubic_resize(&small, s, s)
 }
@@ -310,8 +312,9 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         if upsample {
             bail!("--from-hr needs a {size}x{size} HR image, not an LR one");
         }
-        let mut rng = dkp::dkp::rng::NumpyRng::new(args.seed as u32);
-        let g = dkp::dkp::kernels::random_gaussian(&mut rng, 19, 4, 0.35, 5.5, (7.5, 7.5), 19);
+        let mut rng = dkp::method::rng::NumpyRng::new(args.seed as u32);
+        let g =
+            dkp::method::blur_kernels::random_gaussian(&mut rng, 19, 4, 0.35, 5.5, (7.5, 7.5), 19);
         hr = Some(img.clone());
         kgt = Some(Kernel::new(19, g.kernel)?);
     }

@@ -8,8 +8,6 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use dkp::Context;
-use dkp::dkp::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, StepLog};
-use dkp::dkp::prior::{PriorKind, make_prior};
 use dkp::io::image::{
     Quantize, RgbImage, decode_rgb_bytes, load_rgb, load_rgb_alpha, modcrop, save_png_with_alpha,
 };
@@ -18,6 +16,8 @@ use dkp::io::kernel::{
 };
 use dkp::io::result_set::ResultSet;
 use dkp::io::write_atomic;
+use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, StepLog};
+use dkp::method::prior::{PriorKind, make_prior};
 
 use crate::cli::common::{
     Skipped, check_interrupt, check_trace_path, prepare_out_dir, refuse_existing, stem,
@@ -151,7 +151,7 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 
 type SummaryRow = (
     String,
-    Option<dkp::dkp::metrics::ImageScore>,
+    Option<dkp::method::metrics::ImageScore>,
     Option<f64>,
     f64,
 );
@@ -728,17 +728,17 @@ fn restore(
     write_kernel_mat(&set.path("kernel.mat"), &kern)?;
     write_kernel_png(&set.path("kernel.png"), &kern, 16)?;
     let score = match &job.hr {
-        Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(hr, &sr, sf)?),
+        Some(hr) => Some(dkp::method::metrics::evaluate_pair(hr, &sr, sf)?),
         None => None,
     };
     let kernel_psnr = match &job.kernel {
-        Some(k) => Some(dkp::dkp::metrics::kernel_psnr(&k.data, &kern.data)?),
+        Some(k) => Some(dkp::method::metrics::kernel_psnr(&k.data, &kern.data)?),
         None => None,
     };
     let last_step = match &out.last {
         Some((x, k)) => {
             let score = match &job.hr {
-                Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(
+                Some(hr) => Some(dkp::method::metrics::evaluate_pair(
                     hr,
                     &dip_dkp::to_rgb_image(x, sw, sh)?,
                     sf,
@@ -748,7 +748,7 @@ fn restore(
             let kernel_psnr = match &job.kernel {
                 Some(kg) => {
                     let est: Vec<f64> = k.iter().map(|&v| v as f64).collect();
-                    Some(dkp::dkp::metrics::kernel_psnr(&kg.data, &est)?)
+                    Some(dkp::method::metrics::kernel_psnr(&kg.data, &est)?)
                 }
                 None => None,
             };
@@ -767,7 +767,7 @@ fn restore(
             .with_context(|| format!("{}: USRNet refinement failed", job.name))?;
         save_png_with_alpha(&set.path("usrnet.png"), &usr, alpha, Quantize::Round)?;
         if let Some(hr) = &job.hr {
-            let s = dkp::dkp::metrics::evaluate_pair(hr, &usr, sf)?;
+            let s = dkp::method::metrics::evaluate_pair(hr, &usr, sf)?;
             refined = Some(Refined {
                 psnr: s.psnr,
                 ssim: s.ssim,

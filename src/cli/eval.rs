@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
 
-use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
 use dkp::io::image::load_rgb;
 use dkp::io::kernel::read_kernel;
+use dkp::method::metrics::{evaluate_pair, kernel_psnr};
 
 use super::prepare::list_images;
 

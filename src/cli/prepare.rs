@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use dkp::dkp::dataset::prepare_image;
-use dkp::dkp::rng::NumpyRng;
 use dkp::io::image::{Quantize, load_rgb, save_png, save_png_u8};
 use dkp::io::kernel::{Kernel, write_kernel_mat, write_kernel_png, write_kernel_txt};
+use dkp::method::dataset::prepare_image;
+use dkp::method::rng::NumpyRng;
 
 #[derive(Args)]
 pub struct PrepareArgs {

@@ -82,7 +82,7 @@ pub fn refine(
     let t0 = Instant::now();
     let out = net.forward(&y, &kt, sf, sigma)?.to_vec()?;
     let secs = t0.elapsed().as_secs_f64();
-    let sr = dkp::dkp::dip_dkp::to_rgb_image(&out, sf * w, sf * h)?;
+    let sr = dkp::method::dip_dkp::to_rgb_image(&out, sf * w, sf * h)?;
     Ok((sr, secs))
 }
 
@@ -175,7 +175,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
         ctx.summary.name
     );
     let score = match &hr {
-        Some(hr) => Some(dkp::dkp::metrics::evaluate_pair(hr, &sr, sf)?),
+        Some(hr) => Some(dkp::method::metrics::evaluate_pair(hr, &sr, sf)?),
         None => None,
     };
     if let Some(s) = score {

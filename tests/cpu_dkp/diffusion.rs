@@ -1,6 +1,6 @@
 //! The respaced diffusion schedule (spec §6.4) against `diffusion_schedule_100.txt`.
 
-use dkp::dkp::diffusion::{Schedule, space_timesteps};
+use dkp::method::diffusion::{Schedule, space_timesteps};
 
 use crate::common::testvectors_dir;
 

@@ -1,8 +1,8 @@
-use dkp::dkp::kernels::{
+use dkp::io::kernel::read_kernel_mat;
+use dkp::method::blur_kernels::{
     PriorConfig, center_of_mass, gaussian_kernel, mcmc_weights, motion_line_kernel,
 };
-use dkp::dkp::rng::NumpyRng;
-use dkp::io::kernel::read_kernel_mat;
+use dkp::method::rng::NumpyRng;
 
 use crate::common::{assert_close_f64, load_f64, numbers_after, testvectors};
 

@@ -1,9 +1,9 @@
 use std::path::Path;
 
-use dkp::dkp::degrade_cpu::degrade;
-use dkp::dkp::metrics::{evaluate_pair, kernel_psnr};
 use dkp::io::image::load_rgb;
 use dkp::io::kernel::read_kernel;
+use dkp::method::degrade_cpu::degrade;
+use dkp::method::metrics::{evaluate_pair, kernel_psnr};
 
 use crate::common::{assert_close_f64, fixtures_dir, numbers_after, testvectors};
 

@@ -1,7 +1,7 @@
-use dkp::dkp::dataset::prepare_image;
-use dkp::dkp::rng::NumpyRng;
 use dkp::io::image::load_rgb;
 use dkp::io::kernel::read_kernel_mat;
+use dkp::method::dataset::prepare_image;
+use dkp::method::rng::NumpyRng;
 
 use crate::common::testvectors;
 

@@ -1,4 +1,4 @@
-use dkp::dkp::rng::NumpyRng;
+use dkp::method::rng::NumpyRng;
 
 use crate::common::load_f64;
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use dkp::Tensor;
 use dkp::autograd::{no_grad, tape_len};
-use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, Warmup};
 use dkp::io::weights::WeightFile;
+use dkp::method::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, Warmup};
 use dkp::models::classifier::{Classifier, ClassifierConfig};
 use dkp::models::unet::{Unet, UnetConfig};
 use dkp::rand::Rng;

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use dkp::dkp::ddnm::{self, ComplexToReal};
-use dkp::dkp::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, Warmup};
 use dkp::io::weights::WeightFile;
+use dkp::method::ddnm::{self, ComplexToReal};
+use dkp::method::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, Warmup};
 use dkp::models::unet::{Unet, UnetConfig};
 use dkp::rand::Rng;
 

@@ -4,11 +4,11 @@
 //! bicubic baseline and move its kernel estimate measurably toward the true kernel.
 
 use dkp::Tensor;
-use dkp::dkp::dip_dkp::{self, DipDkpConfig, GroundTruth};
-use dkp::dkp::kernels::PriorConfig;
-use dkp::dkp::prior::{PriorKind, make_prior};
-use dkp::dkp::rng::NumpyRng;
 use dkp::io::image::load_rgb;
+use dkp::method::blur_kernels::PriorConfig;
+use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth};
+use dkp::method::prior::{PriorKind, make_prior};
+use dkp::method::rng::NumpyRng;
 
 use crate::common::*;
 
@@ -22,7 +22,7 @@ fn dip_dkp_beats_bicubic_and_improves_the_kernel() {
     let sf = 2;
     let k = PriorConfig::gt_data(sf).sample(&mut NumpyRng::new(5));
     let (lr, h, w) =
-        dkp::dkp::degrade_cpu::degrade(&hr.data, 3, side, side, &k.kernel, 11, sf).unwrap();
+        dkp::method::degrade_cpu::degrade(&hr.data, 3, side, side, &k.kernel, 11, sf).unwrap();
     let lr: Vec<f32> = lr.iter().map(|&v| v as f32).collect();
 
     let t = Tensor::from_slice(&ctx, &lr, &[1, 3, h, w]).unwrap();
@@ -101,7 +101,7 @@ fn too_small_inputs_are_refused_with_the_size_that_works() {
 /// logs carry both scores.
 #[test]
 fn moving_average_output_leaves_the_trajectory_alone() {
-    use dkp::dkp::dip_dkp::OutputRule;
+    use dkp::method::dip_dkp::OutputRule;
     let Some(ctx) = ctx() else { return };
     let dir = dkp::testing::testvectors_dir();
     let side = 40;
@@ -112,7 +112,7 @@ fn moving_average_output_leaves_the_trajectory_alone() {
     let sf = 2;
     let k = PriorConfig::gt_data(sf).sample(&mut NumpyRng::new(3));
     let (lr, h, w) =
-        dkp::dkp::degrade_cpu::degrade(&hr.data, 3, side, side, &k.kernel, 11, sf).unwrap();
+        dkp::method::degrade_cpu::degrade(&hr.data, 3, side, side, &k.kernel, 11, sf).unwrap();
     let lr: Vec<f32> = lr.iter().map(|&v| v as f32).collect();
     let gt = GroundTruth {
         hr: Some(&hr),

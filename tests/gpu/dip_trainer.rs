@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use dkp::dkp::dip_dkp::{DipDkp, DipDkpConfig, InitialState, KernelUpdate};
-use dkp::dkp::prior::KernelPrior;
+use dkp::method::dip_dkp::{DipDkp, DipDkpConfig, InitialState, KernelUpdate};
+use dkp::method::prior::KernelPrior;
 use dkp::models::dip_skip::DipConfig;
 
 use crate::common::*;

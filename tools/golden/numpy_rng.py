@@ -2,7 +2,7 @@
 
 Writes tests/fixtures/numpy_rng.safetensors with float64 arrays (exact bits). Run offline:
     python3 tools/golden/numpy_rng.py
-Each array is one scenario; the Rust test replays the same call sequence on dkp::dkp::rng::NumpyRng.
+Each array is one scenario; the Rust test replays the same call sequence on dkp::method::rng::NumpyRng.
 """
 import os
 import numpy as np

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::autograd::{self, Grads, no_grad};
-use crate::dkp::prior::KernelPrior;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
+use crate::method::prior::KernelPrior;
 use crate::models::dip_skip::{DipConfig, DipSkip};
 use crate::models::kernel_mlp::KernelMlp;
 use crate::ops::{self, Conv2dParams, PadMode};
@@ -257,7 +257,7 @@ pub fn image_psnr(
     sf: usize,
 ) -> Result<f64> {
     let img = to_rgb_image(sr, w, h)?;
-    Ok(crate::dkp::metrics::evaluate_pair(hr, &img, sf)?.psnr)
+    Ok(crate::method::metrics::evaluate_pair(hr, &img, sf)?.psnr)
 }
 
 /// CHW f32 in [0,1] -> an RgbImage quantized to 8 bits with round-half-even (`tensor2im01`).
@@ -511,7 +511,7 @@ impl<'a> DipDkp<'a> {
                 it * self.cfg.inner_iters,
             )?;
         }
-        let weights = crate::dkp::kernels::mcmc_weights(&e);
+        let weights = crate::method::blur_kernels::mcmc_weights(&e);
         let k = self.kmlp.forward()?;
         let mut loss: Option<Tensor> = None;
         for (kr, wl) in krs.iter().zip(&weights) {
@@ -697,7 +697,7 @@ impl<'a> DipDkp<'a> {
                                 let score = |t: &Tensor| -> Result<f64> {
                                     let est: Vec<f64> =
                                         t.to_vec()?.iter().map(|&v| v as f64).collect();
-                                    crate::dkp::metrics::kernel_psnr(kg, &est)
+                                    crate::method::metrics::kernel_psnr(kg, &est)
                                 };
                                 (Some(score(&st.k)?), Some(score(&ka)?))
                             }

@@ -7,8 +7,8 @@
 //! falls within ~1e-5 of an integer: the reference blurs in float32 (PyTorch), this port in
 //! f64 rounded once to f32, so the floor can land one lower or higher (0–4 % of the values).
 
+use super::blur_kernels::{GaussianSample, PriorConfig};
 use super::degrade_cpu::degrade;
-use super::kernels::{GaussianSample, PriorConfig};
 use super::rng::NumpyRng;
 use crate::error::{Error, Result};
 use crate::io::image::{Quantize, RgbImage, modcrop};

@@ -24,12 +24,12 @@
 use std::sync::Arc;
 
 use crate::autograd::{self, no_grad};
-use crate::dkp::ddnm::{self, ComplexToReal};
-use crate::dkp::diffusion::Schedule;
-use crate::dkp::kernels::{PriorConfig, motion_line_kernel, random_gaussian};
-use crate::dkp::rng::NumpyRng;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
+use crate::method::blur_kernels::{PriorConfig, motion_line_kernel, random_gaussian};
+use crate::method::ddnm::{self, ComplexToReal};
+use crate::method::diffusion::Schedule;
+use crate::method::rng::NumpyRng;
 use crate::models::classifier::Classifier;
 use crate::models::kernel_mlp::KernelMlp;
 use crate::models::unet::Unet;
@@ -386,7 +386,7 @@ impl<'a> DiffDkp<'a> {
                 .map(|&v| v as f64)
                 .collect::<Vec<_>>()
         };
-        let w = crate::dkp::kernels::mcmc_weights(&errs);
+        let w = crate::method::blur_kernels::mcmc_weights(&errs);
         let g = self.kernel_net.forward()?;
         let mut loss: Option<Tensor> = None;
         for (k, &wl) in ks.iter().zip(&w) {

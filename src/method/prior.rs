@@ -1,7 +1,7 @@
 //! Random-kernel priors as the trainer consumes them: a stream of K x K kernels.
 
-use crate::dkp::kernels::{PriorConfig, motion_line_kernel};
-use crate::dkp::rng::NumpyRng;
+use crate::method::blur_kernels::{PriorConfig, motion_line_kernel};
+use crate::method::rng::NumpyRng;
 
 /// Which family of random kernels the MCMC prior draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -74,7 +74,7 @@ pub fn make_prior(kind: PriorKind, sf: usize, seed: u32) -> Box<dyn KernelPrior>
     match kind {
         PriorKind::Gaussian => Box::new(GaussianPrior::dip_dkp(sf, seed)),
         PriorKind::MotionLine => {
-            let k = crate::dkp::kernels::kernel_size(sf);
+            let k = crate::method::blur_kernels::kernel_size(sf);
             Box::new(MotionPrior::new(k, sf, seed))
         }
     }
