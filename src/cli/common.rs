@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
+use clap::Args;
 
 use dkp::io::result_set::{check_writable, existing_members};
 
@@ -43,6 +44,28 @@ pub fn stem(p: &Path) -> String {
     p.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into())
+}
+
+/// The PNG and JPEG files of a folder, sorted by name (the order every batch runs in).
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        bail!("{}: not a folder (or it does not exist)", dir.display());
+    }
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot list: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase());
+        if path.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
 }
 
 /// Create the output folder (and its parents) if needed and check that it takes files. Called
@@ -125,4 +148,54 @@ impl Skipped {
             list.join("\n")
         )
     }
+}
+
+/// `--profile` / `--trace FILE`, for every command that runs the GPU.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ProfileArgs {
+    /// Print the per-shader GPU time table at the end.
+    #[arg(long)]
+    pub profile: bool,
+    /// Write a chrome trace of the profiled dispatches to this file (implies --profile).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+impl ProfileArgs {
+    /// Check the trace file's folder before any work, and turn profiling on in `opts`.
+    pub fn apply(&self, opts: &mut dkp::ContextOptions) -> Result<()> {
+        check_trace_path(self.trace.as_deref())?;
+        opts.profile |= self.profile || self.trace.is_some();
+        opts.trace |= self.trace.is_some();
+        Ok(())
+    }
+
+    /// Print the table and write the trace, when asked for.
+    pub fn report(&self, ctx: &dkp::Context) -> Result<()> {
+        if !(self.profile || self.trace.is_some()) {
+            return Ok(());
+        }
+        if let Some(t) = ctx.with_profiler(|p| p.table()) {
+            println!("\n{t}");
+        }
+        if let Some(path) = &self.trace
+            && let Some(tr) = ctx.with_profiler(|p| p.chrome_trace())
+        {
+            dkp::io::write_atomic(path, tr.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// `--hr` / `--kernel-gt`: ground truth to score a run against.
+#[derive(Args, Clone, Debug, Default)]
+pub struct GroundTruthArgs {
+    /// HR image for PSNR/SSIM (Y channel, sf-pixel border shaved); with a folder of inputs, a
+    /// folder of HR images with the same names.
+    #[arg(long)]
+    pub hr: Option<PathBuf>,
+    /// Ground-truth kernel (.txt/.mat) for kernel PSNR; with a folder of inputs, a folder of
+    /// kernels with the same names.
+    #[arg(long = "kernel-gt")]
+    pub kernel_gt: Option<PathBuf>,
 }

@@ -23,7 +23,8 @@ use dkp::rand::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::common::{
-    EXIT_INTERRUPTED, check_interrupt, check_trace_path, prepare_out_dir, refuse_existing, stem,
+    EXIT_INTERRUPTED, GroundTruthArgs, ProfileArgs, check_interrupt, prepare_out_dir,
+    refuse_existing, stem,
 };
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -100,12 +101,8 @@ pub struct DiffArgs {
     /// Output folder.
     #[arg(long, default_value = "dkp-diff-out")]
     pub out: PathBuf,
-    /// HR image for PSNR/SSIM (Y channel, sf-pixel border crop).
-    #[arg(long)]
-    pub hr: Option<PathBuf>,
-    /// Ground-truth kernel (.txt/.mat) for kernel PSNR.
-    #[arg(long = "kernel-gt")]
-    pub kernel_gt: Option<PathBuf>,
+    #[command(flatten)]
+    pub gt: GroundTruthArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Treat INPUT as the HR image and synthesize the observation as the released deblur path
@@ -121,12 +118,8 @@ pub struct DiffArgs {
     /// Also write the data-consistent estimate x̂0 every N steps to OUT/NAME_frames/.
     #[arg(long, value_name = "N")]
     pub frames: Option<usize>,
-    /// Print the per-shader GPU time table at the end.
-    #[arg(long)]
-    pub profile: bool,
-    /// Write a chrome trace of the profiled dispatches to this file (implies --profile).
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub profiling: ProfileArgs,
     /// Replace existing results of this image in the output folder.
     #[arg(long)]
     pub force: bool,
@@ -214,8 +207,7 @@ fn prepare_input(img: RgbImage, size: usize, sf: usize, crop: bool) -> Result<(R
 
 pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     let mut opts = opts.clone();
-    opts.profile |= args.profile || args.trace.is_some();
-    opts.trace |= args.trace.is_some();
+    args.profiling.apply(&mut opts)?;
     let opts = &opts;
     if args.frames == Some(0) {
         bail!("--frames must be at least 1");
@@ -232,7 +224,6 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
             args.steps
         );
     }
-    check_trace_path(args.trace.as_deref())?;
     if !args.unet.exists() {
         return Err(missing_weights_error(&args.unet).into());
     }
@@ -280,11 +271,11 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     }
     let img = load_rgb(&args.input)?;
     let (img, upsample) = prepare_input(img, size, args.sf, args.crop)?;
-    let mut hr = match &args.hr {
+    let mut hr = match &args.gt.hr {
         Some(p) => Some(load_rgb(p)?),
         None => None,
     };
-    let mut kgt = match &args.kernel_gt {
+    let mut kgt = match &args.gt.kernel_gt {
         Some(p) => Some(read_kernel(p)?),
         None => None,
     };
@@ -293,7 +284,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     {
         bail!(
             "--hr {}: the HR image is {}x{}, but the result is {size}x{size}",
-            args.hr.as_deref().unwrap_or(Path::new("")).display(),
+            args.gt.hr.as_deref().unwrap_or(Path::new("")).display(),
             h.width,
             h.height
         );
@@ -304,7 +295,11 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     {
         bail!(
             "--kernel-gt {}: the kernel is {1}x{1} but Diff-DKP estimates {k_size}x{k_size}",
-            args.kernel_gt.as_deref().unwrap_or(Path::new("")).display(),
+            args.gt
+                .kernel_gt
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display(),
             g.size,
         );
     }
@@ -517,15 +512,6 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     let (png, rep) = (set.final_path("diffdkp.png"), set.final_path(MANIFEST));
     set.commit(&RESULT_SUFFIXES, MANIFEST)?;
     println!("wrote {} and {}", png.display(), rep.display());
-    if opts.profile {
-        if let Some(t) = ctx.with_profiler(|p| p.table()) {
-            println!("\n{t}");
-        }
-        if let Some(path) = &args.trace
-            && let Some(tr) = ctx.with_profiler(|p| p.chrome_trace())
-        {
-            dkp::io::write_atomic(path, tr.as_bytes())?;
-        }
-    }
+    args.profiling.report(&ctx)?;
     Ok(())
 }

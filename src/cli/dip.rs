@@ -20,7 +20,7 @@ use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, Output
 use dkp::method::prior::{PriorKind, make_prior};
 
 use crate::cli::common::{
-    Skipped, check_interrupt, check_trace_path, prepare_out_dir, refuse_existing, stem,
+    GroundTruthArgs, ProfileArgs, Skipped, check_interrupt, prepare_out_dir, refuse_existing, stem,
 };
 
 const DEFAULT_LR: &[u8] = include_bytes!("../../assets/butterfly_x2_lr.png");
@@ -66,12 +66,8 @@ pub struct DipArgs {
     /// Output folder.
     #[arg(long, default_value = "dkp-out")]
     pub out: PathBuf,
-    /// HR image (single input) or folder of HR images with the same names, for PSNR/SSIM.
-    #[arg(long)]
-    pub hr: Option<PathBuf>,
-    /// Ground-truth kernel (.txt/.mat) or folder of them, for kernel PSNR.
-    #[arg(long = "kernel-gt")]
-    pub kernel_gt: Option<PathBuf>,
+    #[command(flatten)]
+    pub gt: GroundTruthArgs,
     #[arg(long, value_enum, default_value = "auto")]
     pub preset: Preset,
     /// Override the number of DIP steps (the schedule is scaled proportionally).
@@ -102,12 +98,8 @@ pub struct DipArgs {
     /// Overwrite existing results in the output folder.
     #[arg(long)]
     pub force: bool,
-    /// Print the per-shader GPU time table at the end.
-    #[arg(long)]
-    pub profile: bool,
-    /// Write a chrome trace of the profiled dispatches to this file.
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub profiling: ProfileArgs,
     /// Non-blind refinement after DIP-DKP: `usrnet` runs USRNet-tiny on the LR input with the
     /// (flipped) estimated kernel and writes NAME_usrnet.png.
     #[arg(long, value_enum)]
@@ -202,11 +194,11 @@ fn list_sources(args: &DipArgs, sf: usize) -> Result<Vec<Source>> {
         return Ok(vec![Source {
             name: stem(input),
             lr: Some(input.clone()),
-            hr: args.hr.clone(),
-            kernel: args.kernel_gt.clone(),
+            hr: args.gt.hr.clone(),
+            kernel: args.gt.kernel_gt.clone(),
         }]);
     }
-    for (flag, p) in [("--hr", &args.hr), ("--kernel-gt", &args.kernel_gt)] {
+    for (flag, p) in [("--hr", &args.gt.hr), ("--kernel-gt", &args.gt.kernel_gt)] {
         if let Some(p) = p
             && !p.is_dir()
         {
@@ -221,15 +213,15 @@ fn list_sources(args: &DipArgs, sf: usize) -> Result<Vec<Source>> {
         let hr = input.join("HR");
         let k = input.join(format!("gt_k_x{sf}"));
         (
-            crate::cli::prepare::list_images(&prepared)?,
-            args.hr.clone().or(hr.is_dir().then_some(hr)),
-            args.kernel_gt.clone().or(k.is_dir().then_some(k)),
+            crate::cli::common::list_images(&prepared)?,
+            args.gt.hr.clone().or(hr.is_dir().then_some(hr)),
+            args.gt.kernel_gt.clone().or(k.is_dir().then_some(k)),
         )
     } else {
         (
-            crate::cli::prepare::list_images(input)?,
-            args.hr.clone(),
-            args.kernel_gt.clone(),
+            crate::cli::common::list_images(input)?,
+            args.gt.hr.clone(),
+            args.gt.kernel_gt.clone(),
         )
     };
     if lr_files.is_empty() {
@@ -428,7 +420,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         bail!("--sf must be 2, 3, 4 or 8 (got {sf})");
     }
     validate_flags(args)?;
-    check_trace_path(args.trace.as_deref())?;
+    let mut opts = opts.clone();
+    args.profiling.apply(&mut opts)?;
     let single = args.input.as_ref().is_none_or(|p| !p.is_dir());
     let mut skipped = Skipped::default();
     // Decode and check every input file before the GPU starts. In a folder a bad image is
@@ -448,15 +441,12 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     }
     let refine_weights = args
         .refine
-        .map(|_| crate::cli::usrnet::resolve_weights(args.weights.as_deref()));
+        .map(|_| dkp::models::usrnet::resolve_weights(args.weights.as_deref()));
     if let Some(p) = &refine_weights {
         // Header, shapes and finiteness: a bad file fails before any DIP work.
         dkp::models::usrnet::Usrnet::check_file(p).context("--refine usrnet")?;
     }
 
-    let mut opts = opts.clone();
-    opts.profile = args.profile || args.trace.is_some();
-    opts.trace = args.trace.is_some();
     let ctx: Arc<Context> = Context::new(&opts)?;
     let preset = match args.preset {
         Preset::Auto if ctx.is_software() => {
@@ -513,16 +503,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         }
     }
     print_mean(&summary);
-    if opts.profile {
-        if let Some(t) = ctx.with_profiler(|p| p.table()) {
-            println!("\n{t}");
-        }
-        if let Some(path) = &args.trace
-            && let Some(tr) = ctx.with_profiler(|p| p.chrome_trace())
-        {
-            write_atomic(path, tr.as_bytes())?;
-        }
-    }
+    args.profiling.report(&ctx)?;
     skipped.finish(summary.len())
 }
 
@@ -763,7 +744,8 @@ fn restore(
     let mut refined = None;
     if let Some(net) = refiner {
         check_interrupt(|| format!("{} (before --refine)", job.name))?;
-        let (usr, _) = crate::cli::usrnet::refine(ctx, net, &job.lr, &kern, sf, args.noise / 255.0)
+        let (usr, _) = net
+            .restore(ctx, &job.lr, &kern, sf, args.noise / 255.0)
             .with_context(|| format!("{}: USRNet refinement failed", job.name))?;
         save_png_with_alpha(&set.path("usrnet.png"), &usr, alpha, Quantize::Round)?;
         if let Some(hr) = &job.hr {

@@ -11,7 +11,7 @@ use dkp::io::image::load_rgb;
 use dkp::io::kernel::read_kernel;
 use dkp::method::metrics::{evaluate_pair, kernel_psnr};
 
-use super::prepare::list_images;
+use super::common::{list_images, stem};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -56,12 +56,6 @@ struct Mean {
     ssim: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel_psnr: Option<f64>,
-}
-
-fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// The file in `dir` named `name` + one of `exts` (first match).

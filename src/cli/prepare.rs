@@ -3,7 +3,9 @@
 //! order, random anisotropic Gaussian GT kernels, circular blur + subsampling, optional noise,
 //! floor-quantised LR PNGs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::cli::common::{list_images, stem};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -33,34 +35,6 @@ pub struct PrepareArgs {
     /// Allow writing into a non-empty output folder (existing files are overwritten).
     #[arg(long)]
     pub force: bool,
-}
-
-/// Image files in `dir` (png/jpg/jpeg, any case), sorted by file name.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        bail!("{}: not a folder (or it does not exist)", dir.display());
-    }
-    let mut files = Vec::new();
-    for entry in
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
-    {
-        let path = entry?.path();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase());
-        if path.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
-            files.push(path);
-        }
-    }
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
-}
-
-fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 pub fn run(args: &PrepareArgs) -> Result<()> {

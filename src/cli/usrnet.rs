@@ -2,22 +2,18 @@
 //!
 //! The kernel file uses DKP's convention: a *correlation* kernel (`y = S_sf(corr(x, k))`, the
 //! format `dkp prepare` writes and `dkp dip` estimates). USRNet's convolution kernel is its
-//! spatial flip, done here (spec §5.1), so a DKP kernel file can be passed as is.
+//! spatial flip, done by `Usrnet::restore` (spec §5.1), so a DKP kernel file can be passed as is.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use dkp::io::image::{Quantize, RgbImage, load_rgb};
-use dkp::io::kernel::{Kernel, read_kernel};
-use dkp::models::usrnet::{Usrnet, correlation_to_convolution};
-use dkp::{Context, Tensor};
-
-/// Where the committed weights live, relative to the repository root.
-pub const DEFAULT_WEIGHTS: &str = "weights/usrnet_tiny.safetensors";
+use dkp::Context;
+use dkp::io::image::{Quantize, load_rgb};
+use dkp::io::kernel::read_kernel;
+use dkp::models::usrnet::Usrnet;
 
 #[derive(Args)]
 pub struct UsrnetArgs {
@@ -48,42 +44,6 @@ pub struct UsrnetArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
-}
-
-/// The weights path to use: `explicit` if given, else the first existing default location
-/// (the error for a missing file then names `weights/usrnet_tiny.safetensors`).
-pub fn resolve_weights(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    let local = PathBuf::from(DEFAULT_WEIGHTS);
-    if local.is_file() {
-        return local;
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_WEIGHTS);
-    if built.is_file() { built } else { local }
-}
-
-/// Run USRNet on an LR image with DKP's correlation kernel `k`; returns the SR image
-/// (quantised like the reference's `tensor2im01`: clip, round) and the forward time in seconds.
-pub fn refine(
-    ctx: &Arc<Context>,
-    net: &Usrnet,
-    lr: &RgbImage,
-    k: &Kernel,
-    sf: usize,
-    sigma: f32,
-) -> Result<(RgbImage, f64)> {
-    let (w, h) = (lr.width, lr.height);
-    let data: Vec<f32> = lr.data.iter().map(|&v| v as f32).collect();
-    let y = Tensor::from_slice(ctx, &data, &[1, 3, h, w])?;
-    let kc = correlation_to_convolution(&k.data, k.size)?;
-    let kt = Tensor::from_slice(ctx, &kc, &[k.size, k.size])?;
-    let t0 = Instant::now();
-    let out = net.forward(&y, &kt, sf, sigma)?.to_vec()?;
-    let secs = t0.elapsed().as_secs_f64();
-    let sr = dkp::method::dip_dkp::to_rgb_image(&out, sf * w, sf * h)?;
-    Ok((sr, secs))
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
@@ -152,7 +112,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
             sf - 1
         );
     }
-    let weights = resolve_weights(args.weights.as_deref());
+    let weights = dkp::models::usrnet::resolve_weights(args.weights.as_deref());
     Usrnet::check_file(&weights)?;
     if let Some(dir) = out_path.parent()
         && !dir.as_os_str().is_empty()
@@ -163,7 +123,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &UsrnetArgs) -> Result<()> {
     let ctx: Arc<Context> = Context::new(opts)?;
     let net = Usrnet::load(&ctx, &weights)?;
     let sigma = args.noise / 255.0;
-    let (sr, secs) = refine(&ctx, &net, &lr, &kernel, sf, sigma)?;
+    let (sr, secs) = net.restore(&ctx, &lr, &kernel, sf, sigma)?;
     dkp::io::image::save_png_with_alpha(&out_path, &sr, alpha.as_ref(), Quantize::Round)?;
     let mut line = format!(
         "{name}: {w}x{h} -> {}x{} (x{sf}, {}x{} kernel, noise {}/255) in {secs:.2} s on {}",

@@ -7,12 +7,14 @@
 //! *correlation* kernel (spec §1), so DKP's kernel must be flipped in both spatial axes first
 //! ([`correlation_to_convolution`]); both then describe the same blur (spec §5.1).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::autograd;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
+use crate::io::image::RgbImage;
+use crate::io::kernel::Kernel;
 use crate::io::weights::WeightFile;
 use crate::ops::{self, Conv2dParams, PadMode, PadMode2d};
 use crate::tensor::Tensor;
@@ -125,6 +127,24 @@ pub struct Usrnet {
     hyper: Vec<(Tensor, Tensor)>,
 }
 
+/// Where the committed weights live, relative to the repository root.
+pub const DEFAULT_WEIGHTS: &str = "weights/usrnet_tiny.safetensors";
+
+/// The weights path to use: `explicit` if given, else the first existing default location
+/// (the current directory, then the source tree this binary was built from); the error for a
+/// missing file then names `weights/usrnet_tiny.safetensors`.
+pub fn resolve_weights(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let local = PathBuf::from(DEFAULT_WEIGHTS);
+    if local.is_file() {
+        return local;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_WEIGHTS);
+    if built.is_file() { built } else { local }
+}
+
 impl Usrnet {
     /// Load usrnet_tiny from a `.safetensors` file with the original PyTorch key names. Every
     /// key is checked; a missing or mis-shaped tensor fails with its name (and the expected and
@@ -169,6 +189,28 @@ impl Usrnet {
             )));
         }
         Ok(())
+    }
+
+    /// Restore an LR image with DKP's correlation kernel `k` (flipped here into USRNet's
+    /// convolution kernel); returns the SR image and the forward time in seconds.
+    pub fn restore(
+        &self,
+        ctx: &Arc<Context>,
+        lr: &RgbImage,
+        k: &Kernel,
+        sf: usize,
+        sigma: f32,
+    ) -> Result<(RgbImage, f64)> {
+        let (w, h) = (lr.width, lr.height);
+        let data: Vec<f32> = lr.data.iter().map(|&v| v as f32).collect();
+        let y = Tensor::from_slice(ctx, &data, &[1, 3, h, w])?;
+        let kc = correlation_to_convolution(&k.data, k.size)?;
+        let kt = Tensor::from_slice(ctx, &kc, &[k.size, k.size])?;
+        let t0 = std::time::Instant::now();
+        let out = self.forward(&y, &kt, sf, sigma)?.to_vec()?;
+        let secs = t0.elapsed().as_secs_f64();
+        let sr = crate::method::dip_dkp::to_rgb_image(&out, sf * w, sf * h)?;
+        Ok((sr, secs))
     }
 
     pub fn from_weights(ctx: &Arc<Context>, wf: &WeightFile) -> Result<Usrnet> {
