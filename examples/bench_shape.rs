@@ -70,7 +70,7 @@ fn main() -> dkp::Result<()> {
     run(
         "pad2d reflect 1 [1,128,256,256] fwd+bwd",
         4.0 * mb2,
-        &|| fb(sh::pad2d(&x2, 1, 1, 1, 1, sh::PadMode2d::Reflect, 0.0)?),
+        &|| fb(sh::pad2d(&x2, 1, 1, 1, 1, sh::PadMode::Reflect, 0.0)?),
     )?;
     run("max_pool2x2 [1,128,256,256] fwd+bwd", 2.5 * mb2, &|| {
         fb(rs::max_pool2x2(&x2)?)

@@ -8,8 +8,9 @@
 use std::time::Instant;
 
 use dkp::kernels::conv::{
-    self as cv, Conv2dParams, ConvImpl, PadMode, conv2d_grad_input, conv2d_grad_weight,
+    self as cv, Conv2dParams, ConvImpl, conv2d_grad_input, conv2d_grad_weight,
 };
+use dkp::kernels::shape::PadMode;
 use dkp::{Context, ContextOptions, Tensor};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -103,21 +104,21 @@ fn main() -> anyhow::Result<()> {
                 xs: [1, 128, 128, 128],
                 o: 128,
                 k: 1,
-                p: Conv2dParams::new(1, 0, PadMode::Zeros),
+                p: Conv2dParams::new(1, 0, PadMode::Constant),
             },
             Case {
                 name: "1x1 128->16 128^2".into(),
                 xs: [1, 128, 128, 128],
                 o: 16,
                 k: 1,
-                p: Conv2dParams::new(1, 0, PadMode::Zeros),
+                p: Conv2dParams::new(1, 0, PadMode::Constant),
             },
             Case {
                 name: "1x1 128->3 256^2".into(),
                 xs: [1, 128, 256, 256],
                 o: 3,
                 k: 1,
-                p: Conv2dParams::new(1, 0, PadMode::Zeros),
+                p: Conv2dParams::new(1, 0, PadMode::Constant),
             },
             Case {
                 name: "DKP 19x19 s2 circ [3,1,256,256]".into(),
@@ -131,7 +132,7 @@ fn main() -> anyhow::Result<()> {
                 xs: [1, 256, 64, 64],
                 o: 256,
                 k: 3,
-                p: Conv2dParams::new(1, 1, PadMode::Zeros),
+                p: Conv2dParams::new(1, 1, PadMode::Constant),
             },
         ]);
     }

@@ -3,7 +3,7 @@
 
 pub use crate::kernels::attention::attention;
 pub use crate::kernels::conv::{
-    Conv2dParams, PackedConvWeight, PadMode, conv_transpose2d, conv2d, conv2d_packed, conv2d_with,
+    Conv2dParams, PackedConvWeight, conv_transpose2d, conv2d, conv2d_packed, conv2d_with,
 };
 pub use crate::kernels::elementwise::{
     BinaryOp, UnaryOp, abs, add, add_scalar, affine, binary, cast, clamp, div, exp, fill,
@@ -25,6 +25,6 @@ pub use crate::kernels::resample::{
     upsample_nearest,
 };
 pub use crate::kernels::shape::{
-    PadMode2d, concat, crop2d, pad2d, roll2d, slice, subsample, zero_insert_upsample,
+    PadMode, concat, crop2d, pad2d, roll2d, slice, subsample, zero_insert_upsample,
 };
 pub use crate::kernels::softmax::{log_softmax, softmax};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use dkp::io::result_set::{check_writable, existing_members};
 
@@ -198,4 +198,20 @@ pub struct GroundTruthArgs {
     /// kernels with the same names.
     #[arg(long = "kernel-gt")]
     pub kernel_gt: Option<PathBuf>,
+}
+
+/// `--prior`: the random-kernel family of both methods.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum PriorArg {
+    Gaussian,
+    Motion,
+}
+
+impl PriorArg {
+    pub fn kind(self) -> dkp::method::prior::PriorKind {
+        match self {
+            PriorArg::Gaussian => dkp::method::prior::PriorKind::Gaussian,
+            PriorArg::Motion => dkp::method::prior::PriorKind::MotionLine,
+        }
+    }
 }

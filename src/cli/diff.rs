@@ -13,9 +13,7 @@ use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
 use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
 use dkp::io::result_set::ResultSet;
 use dkp::io::weights::WeightFile;
-use dkp::method::diff_dkp::{
-    DiffDkp, DiffDkpConfig, DiffMode, DiffPriorKind, Warmup, estimate_image,
-};
+use dkp::method::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, Warmup, estimate_image};
 use dkp::method::metrics::{evaluate_pair, kernel_psnr};
 use dkp::models::classifier::{Classifier, ClassifierConfig, missing_classifier_error};
 use dkp::models::unet::{Unet, UnetConfig, missing_weights_error};
@@ -23,7 +21,7 @@ use dkp::rand::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::common::{
-    EXIT_INTERRUPTED, GroundTruthArgs, ProfileArgs, check_interrupt, prepare_out_dir,
+    EXIT_INTERRUPTED, GroundTruthArgs, PriorArg, ProfileArgs, check_interrupt, prepare_out_dir,
     refuse_existing, stem,
 };
 
@@ -36,12 +34,6 @@ pub enum ModeArg {
     FaithfulTorch17,
     /// The intended method: y in [-1,1], real part, kernel updated every step (i < 90).
     Corrected,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-pub enum DiffPriorArg {
-    Gaussian,
-    Motion,
 }
 
 #[derive(Args)]
@@ -90,7 +82,7 @@ pub struct DiffArgs {
     #[arg(long)]
     pub warmup: Option<usize>,
     #[arg(long, value_enum, default_value = "gaussian")]
-    pub prior: DiffPriorArg,
+    pub prior: PriorArg,
     /// Corrected mode: prior kernels per prior step, MCMC-weighted by their data fit as in
     /// DIP-DKP (spec §2.2, L = 5); 1 = a single plain KL step (the default).
     #[arg(long, default_value_t = 1)]
@@ -369,10 +361,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     cfg.class_label = ucfg.num_classes.map(|_| args.class);
     cfg.guidance_class = Some(args.class);
     cfg.classifier_scale = args.classifier_scale;
-    cfg.prior = match args.prior {
-        DiffPriorArg::Gaussian => DiffPriorKind::Gaussian,
-        DiffPriorArg::Motion => DiffPriorKind::MotionLine,
-    };
+    cfg.prior = args.prior.kind();
     cfg.mcmc_samples = args.mcmc;
     if let Some(n) = args.warmup {
         cfg.warmup = Warmup::Prior { steps: n };

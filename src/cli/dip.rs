@@ -20,7 +20,8 @@ use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, Output
 use dkp::method::prior::{PriorKind, make_prior};
 
 use crate::cli::common::{
-    GroundTruthArgs, ProfileArgs, Skipped, check_interrupt, prepare_out_dir, refuse_existing, stem,
+    GroundTruthArgs, PriorArg, ProfileArgs, Skipped, check_interrupt, prepare_out_dir,
+    refuse_existing, stem,
 };
 
 const DEFAULT_LR: &[u8] = include_bytes!("../../assets/butterfly_x2_lr.png");
@@ -41,12 +42,6 @@ pub enum Preset {
 pub enum KernelUpdateArg {
     Adam,
     Langevin,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-pub enum PriorArg {
-    Gaussian,
-    Motion,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -460,10 +455,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         p => p,
     };
     let (cfg, crop) = configure(args, sf, preset);
-    let prior_kind = match args.prior {
-        PriorArg::Gaussian => PriorKind::Gaussian,
-        PriorArg::Motion => PriorKind::MotionLine,
-    };
+    let prior_kind = args.prior.kind();
     // Sizes and memory, still before anything is allocated or written.
     let budget = ctx.memory_budget()?;
     let mut ready = Vec::new();

@@ -36,28 +36,17 @@ use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, KernelKey, Tuning};
 use crate::kernels::binding::{max_window_elems, window};
+use crate::kernels::shape::PadMode;
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "conv2d";
 const TILED: &str = "conv2d_tiled";
 const SG: &str = "conv2d_sg";
 
-/// How the input is extended beyond its borders before the correlation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PadMode {
-    Zeros,
-    /// `ReflectionPad2d`: mirror without repeating the edge pixel.
-    Reflect,
-    /// `ReplicationPad2d`: repeat the edge pixel.
-    Replicate,
-    /// Wrap around (periodic).
-    Circular,
-}
-
 impl PadMode {
     fn code(self) -> u32 {
         match self {
-            PadMode::Zeros => 0,
+            PadMode::Constant => 0,
             PadMode::Reflect => 1,
             PadMode::Replicate => 2,
             PadMode::Circular => 3,
@@ -1551,7 +1540,7 @@ fn transposed_core(
         h: ho,
         w: wo,
         pad: PadSpec {
-            mode: PadMode::Zeros,
+            mode: PadMode::Constant,
             top: jmy - 1,
             left: jmx - 1,
             hq: qmy + jmy - 1,
@@ -1600,7 +1589,7 @@ pub fn conv2d_grad_input(
     let (ph, pw) = p.padding;
     let (hp, wp) = (geo.h + 2 * ph, geo.w + 2 * pw);
     let gx = Tensor::empty(ctx, x_shape)?;
-    if p.pad_mode == PadMode::Zeros || (ph == 0 && pw == 0) {
+    if p.pad_mode == PadMode::Constant || (ph == 0 && pw == 0) {
         transposed_core(op, gy, w, geo.g, p.stride, hp, wp, &gx, (ph, pw), None, imp)?;
     } else {
         let gxp = Tensor::empty(ctx, &[geo.n, geo.c, hp, wp])?;
@@ -1812,7 +1801,7 @@ pub fn conv_transpose2d_impl(
             // The transposed conv is the input gradient of conv2d(., w, stride): its input
             // gradient is that conv, its weight gradient the conv's weight gradient with the
             // roles of image and output gradient swapped.
-            let cp = Conv2dParams::new(stride, 0, PadMode::Zeros);
+            let cp = Conv2dParams::new(stride, 0, PadMode::Constant);
             let gx = if nx {
                 Some(conv2d_forward(g, &wc, None, &cp, imp)?)
             } else {
@@ -1841,7 +1830,7 @@ fn src_coord(i: isize, n: usize, mode: PadMode) -> Option<usize> {
         return Some(i as usize);
     }
     match mode {
-        PadMode::Zeros => None,
+        PadMode::Constant => None,
         PadMode::Reflect => {
             if n == 1 {
                 return Some(0);

@@ -372,7 +372,7 @@ fn unslice_raw(g: &Tensor, dim: usize, start: usize, full: usize) -> Result<Tens
         wo: inner as u32,
         top: start as u32,
         bottom: (full - start - len) as u32,
-        mode: PadMode2d::Constant as u32,
+        mode: PadMode::Constant as u32,
         ..Default::default()
     };
     plane_op(
@@ -530,7 +530,7 @@ pub fn crop2d(x: &Tensor, top: usize, left: usize, h: usize, w: usize) -> Result
             Ok(vec![Some(pad2d_raw(
                 g,
                 [top, bottom, left, right],
-                PadMode2d::Constant,
+                PadMode::Constant,
                 0.0,
             )?)])
         });
@@ -541,17 +541,21 @@ pub fn crop2d(x: &Tensor, top: usize, left: usize, h: usize, w: usize) -> Result
 // ---------------------------------------------------------------------------------------------
 // pad
 
-/// Padding modes of `pad2d`, as PyTorch `F.pad` names them (`constant`, `reflect`,
-/// `replicate`, `circular`). The constant value is passed to `pad2d` separately.
+/// How a tensor is extended beyond its borders, as PyTorch `F.pad` names the modes: by
+/// `pad2d` (whose constant value is passed separately) and by the convolutions' gathers
+/// (which pad `Constant` with zeros, as `nn.Conv2d(padding_mode='zeros')`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PadMode2d {
+pub enum PadMode {
     Constant = 0,
+    /// `ReflectionPad2d`: mirror without repeating the edge pixel.
     Reflect = 1,
+    /// `ReplicationPad2d`: repeat the edge pixel.
     Replicate = 2,
+    /// Wrap around (periodic).
     Circular = 3,
 }
 
-fn pad2d_raw(x: &Tensor, pads: [usize; 4], mode: PadMode2d, value: f32) -> Result<Tensor> {
+fn pad2d_raw(x: &Tensor, pads: [usize; 4], mode: PadMode, value: f32) -> Result<Tensor> {
     let (np, h, w) = planes_hw("pad2d", x)?;
     let [top, bottom, left, right] = pads;
     let (ho, wo) = (h + top + bottom, w + left + right);
@@ -587,7 +591,7 @@ fn pad2d_backward(
     g: &Tensor,
     in_shape: &[usize],
     pads: [usize; 4],
-    mode: PadMode2d,
+    mode: PadMode,
 ) -> Result<Tensor> {
     let n = in_shape.len();
     let (np, h, w) = (
@@ -634,17 +638,17 @@ pub fn pad2d(
     bottom: usize,
     left: usize,
     right: usize,
-    mode: PadMode2d,
+    mode: PadMode,
     value: f32,
 ) -> Result<Tensor> {
     let op = "pad2d";
     check_u32(op, &[x])?;
     let (_, h, w) = planes_hw(op, x)?;
     let bad = match mode {
-        PadMode2d::Constant => false,
-        PadMode2d::Reflect => top >= h || bottom >= h || left >= w || right >= w,
-        PadMode2d::Replicate => h == 0 || w == 0,
-        PadMode2d::Circular => top > h || bottom > h || left > w || right > w,
+        PadMode::Constant => false,
+        PadMode::Reflect => top >= h || bottom >= h || left >= w || right >= w,
+        PadMode::Replicate => h == 0 || w == 0,
+        PadMode::Circular => top > h || bottom > h || left > w || right > w,
     };
     if bad {
         return Err(Error::Shape {
@@ -808,7 +812,7 @@ pub fn pad2d_ref(
     x: &[f64],
     shape: &[usize],
     pads: [usize; 4],
-    mode: PadMode2d,
+    mode: PadMode,
     value: f64,
 ) -> Vec<f64> {
     let n = shape.len();
@@ -818,16 +822,16 @@ pub fn pad2d_ref(
     let (ho, wo) = (h + top + bottom, w + left + right);
     let map = |t: isize, n: isize| -> Option<isize> {
         match mode {
-            PadMode2d::Constant => (0..n).contains(&t).then_some(t),
-            PadMode2d::Reflect => Some(if t < 0 {
+            PadMode::Constant => (0..n).contains(&t).then_some(t),
+            PadMode::Reflect => Some(if t < 0 {
                 -t
             } else if t >= n {
                 2 * (n - 1) - t
             } else {
                 t
             }),
-            PadMode2d::Replicate => Some(t.clamp(0, n - 1)),
-            PadMode2d::Circular => Some(t.rem_euclid(n)),
+            PadMode::Replicate => Some(t.clamp(0, n - 1)),
+            PadMode::Circular => Some(t.rem_euclid(n)),
         }
     };
     let mut y = Vec::with_capacity(np * (ho * wo) as usize);

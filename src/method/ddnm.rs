@@ -6,7 +6,7 @@
 //! the observation shifted back by `Move_X_backward` (`roll(y, +K/2, +K/2)`).
 
 use crate::error::{Error, Result};
-use crate::ops::{self, PadMode2d};
+use crate::ops::{self, PadMode};
 use crate::tensor::Tensor;
 
 /// How the inverse FFT of the closed form is turned into a real image.
@@ -37,7 +37,7 @@ pub fn kernel_otf(k: &Tensor, h: usize, w: usize) -> Result<Tensor> {
             msg: format!("kernel {s:?} must be [K, K] and fit in {h}x{w}"),
         });
     }
-    let padded = ops::pad2d(k, 0, h - s[0], 0, w - s[1], PadMode2d::Constant, 0.0)?;
+    let padded = ops::pad2d(k, 0, h - s[0], 0, w - s[1], PadMode::Constant, 0.0)?;
     ops::fft2(&ops::complex_from_real(&padded)?, false)
 }
 

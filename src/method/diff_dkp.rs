@@ -29,6 +29,7 @@ use crate::gpu::Context;
 use crate::method::blur_kernels::{PriorConfig, motion_line_kernel, random_gaussian};
 use crate::method::ddnm::{self, ComplexToReal};
 use crate::method::diffusion::Schedule;
+use crate::method::prior::PriorKind;
 use crate::method::rng::NumpyRng;
 use crate::models::classifier::Classifier;
 use crate::models::kernel_mlp::KernelMlp;
@@ -66,15 +67,6 @@ impl std::str::FromStr for DiffMode {
     }
 }
 
-/// Which random kernels the DKP prior draws.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum DiffPriorKind {
-    /// Anisotropic Gaussians, λ ∈ [0.35, 7.0), θ ∈ [0, π), centre 7.5 (spec §6.5).
-    Gaussian,
-    /// `Motion_line`: a 7-px line rotated by a multiple of 30° (spec §9 item 20).
-    MotionLine,
-}
-
 /// What the kernel warm-up fits.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub enum Warmup {
@@ -105,7 +97,7 @@ pub struct DiffDkpConfig {
     /// MSE(k_l ⊛ sg(x̂0), Move_X_backward(y)). 0 or 1 = one plain KL step per prior step.
     pub mcmc_samples: usize,
     pub warmup: Warmup,
-    pub prior: DiffPriorKind,
+    pub prior: PriorKind,
     pub code_len: usize,
     pub kernel_hidden: usize,
     /// Class label for a class-conditional UNet (950 "orange" in the released code).
@@ -138,7 +130,7 @@ impl DiffDkpConfig {
                     DiffMode::Corrected => 200,
                 },
             },
-            prior: DiffPriorKind::Gaussian,
+            prior: PriorKind::Gaussian,
             code_len: 200,
             kernel_hidden: 1000,
             class_label: Some(950),
@@ -159,13 +151,13 @@ impl DiffDkpConfig {
 
 /// Diff-DKP's random kernel prior (NumPy legacy stream, seedable).
 pub struct DiffPrior {
-    kind: DiffPriorKind,
+    kind: PriorKind,
     k_size: usize,
     rng: NumpyRng,
 }
 
 impl DiffPrior {
-    pub fn new(kind: DiffPriorKind, k_size: usize, seed: u32) -> Self {
+    pub fn new(kind: PriorKind, k_size: usize, seed: u32) -> Self {
         Self {
             kind,
             k_size,
@@ -186,7 +178,7 @@ impl DiffPrior {
 
     pub fn sample(&mut self) -> Vec<f64> {
         match self.kind {
-            DiffPriorKind::Gaussian => {
+            PriorKind::Gaussian => {
                 let c = Self::gaussian_config(self.k_size);
                 random_gaussian(
                     &mut self.rng,
@@ -199,7 +191,7 @@ impl DiffPrior {
                 )
                 .kernel
             }
-            DiffPriorKind::MotionLine => {
+            PriorKind::MotionLine => {
                 let a = 30.0 * (self.rng.rand() * 12.0).floor();
                 motion_line_kernel(self.k_size, 4, a)
             }

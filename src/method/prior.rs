@@ -3,12 +3,15 @@
 use crate::method::blur_kernels::{PriorConfig, motion_line_kernel};
 use crate::method::rng::NumpyRng;
 
-/// Which family of random kernels the MCMC prior draws from.
+/// Which family of random kernels the DKP prior draws from, for both methods; each samples
+/// it with its own parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum PriorKind {
-    /// Anisotropic Gaussians (spec §2.3), the method's default.
+    /// Anisotropic Gaussians, the default: DIP-DKP's per-scale ranges (spec §2.3); Diff-DKP's
+    /// λ ∈ [0.35, 7.0), θ ∈ [0, π), centre 7.5 (spec §6.5).
     Gaussian,
-    /// Linear motion blur of random angle (spec §2.3, "DIPDKP-motion").
+    /// Linear motion blur: DIP-DKP's random angle ("DIPDKP-motion", spec §2.3); Diff-DKP's
+    /// `Motion_line`, a 7-px line rotated by a multiple of 30° (spec §9 item 20).
     MotionLine,
 }
 

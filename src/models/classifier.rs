@@ -322,7 +322,7 @@ impl Classifier {
             &x.reshape(&[n, c, len, 1])?,
             &self.qkv.0,
             Some(&self.qkv.1),
-            &Conv2dParams::new(1, 0, PadMode::Zeros),
+            &Conv2dParams::new(1, 0, PadMode::Constant),
         )?
         .reshape(&[n, 3 * c, len])?;
         // New order: q | k | v of C rows each, then heads of `hc` rows.

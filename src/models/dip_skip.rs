@@ -137,7 +137,7 @@ impl NonLocal {
                 cout,
                 1,
                 1,
-                PadMode::Zeros,
+                PadMode::Constant,
                 true,
             )
         };

@@ -570,7 +570,7 @@ impl ConvW {
     }
 
     fn apply(&self, x: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
-        let p = Conv2dParams::new(1, padding, PadMode::Zeros);
+        let p = Conv2dParams::new(1, padding, PadMode::Constant);
         match self {
             Self::Plain(w) => ops::conv2d(x, w, Some(b), &p),
             Self::Packed(w) => ops::conv2d_packed(x, w, Some(b), &p),

@@ -16,7 +16,7 @@ use crate::gpu::Context;
 use crate::io::image::RgbImage;
 use crate::io::kernel::Kernel;
 use crate::io::weights::WeightFile;
-use crate::ops::{self, Conv2dParams, PadMode, PadMode2d};
+use crate::ops::{self, Conv2dParams, PadMode};
 use crate::tensor::Tensor;
 
 /// Unfolding iterations of usrnet_tiny.
@@ -102,7 +102,7 @@ impl ResBlock {
 }
 
 fn conv3(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    ops::conv2d(x, w, None, &Conv2dParams::new(1, 1, PadMode::Zeros))
+    ops::conv2d(x, w, None, &Conv2dParams::new(1, 1, PadMode::Constant))
 }
 
 fn blocks(x: &Tensor, bs: &[ResBlock]) -> Result<Tensor> {
@@ -305,7 +305,7 @@ impl Usrnet {
     pub fn hyper_params(&self, sf: usize, sigma: f32) -> Result<Tensor> {
         let _ng = autograd::no_grad(&self.ctx);
         let mut t = Tensor::from_slice(&self.ctx, &[sigma, sf as f32], &[1, 2, 1, 1])?;
-        let p = Conv2dParams::new(1, 0, PadMode::Zeros);
+        let p = Conv2dParams::new(1, 0, PadMode::Constant);
         for (j, (w, b)) in self.hyper.iter().enumerate() {
             t = ops::conv2d(&t, w, Some(b), &p)?;
             t = if j + 1 < self.hyper.len() {
@@ -324,11 +324,11 @@ impl Usrnet {
         let (h, w) = (s[2], s[3]);
         let (ph, pw) = (h.next_multiple_of(8) - h, w.next_multiple_of(8) - w);
         let x = if ph + pw > 0 {
-            ops::pad2d(x, 0, ph, 0, pw, PadMode2d::Replicate, 0.0)?
+            ops::pad2d(x, 0, ph, 0, pw, PadMode::Replicate, 0.0)?
         } else {
             x.clone()
         };
-        let strided = Conv2dParams::new(2, 0, PadMode::Zeros);
+        let strided = Conv2dParams::new(2, 0, PadMode::Constant);
         let x1 = conv3(&x, &self.head)?;
         let mut skips = vec![x1.clone()];
         let mut t = x1;

@@ -1,6 +1,5 @@
-use dkp::kernels::conv::{
-    self as cv, Conv2dParams, ConvImpl, PadMode, conv_transpose2d_ref, conv2d_ref,
-};
+use dkp::kernels::conv::{self as cv, Conv2dParams, ConvImpl, conv_transpose2d_ref, conv2d_ref};
+use dkp::kernels::shape::PadMode;
 use dkp::{Error, Tensor, autograd};
 
 use crate::common::*;
@@ -13,7 +12,7 @@ fn src_coord(i: isize, n: usize, mode: PadMode) -> Option<usize> {
         return Some(i as usize);
     }
     match mode {
-        PadMode::Zeros => None,
+        PadMode::Constant => None,
         PadMode::Reflect => {
             let p = 2 * (ni - 1);
             let mut m = i.rem_euclid(p);
@@ -168,7 +167,7 @@ fn conv2d_random_matrix_all_variants() {
             [2, 3, 13, 17],
             4,
             (3, 3),
-            Conv2dParams::new(1, 1, PadMode::Zeros),
+            Conv2dParams::new(1, 1, PadMode::Constant),
             true,
         ),
         (
@@ -196,7 +195,7 @@ fn conv2d_random_matrix_all_variants() {
             [1, 8, 12, 12],
             8,
             (2, 2),
-            Conv2dParams::new(2, 0, PadMode::Zeros),
+            Conv2dParams::new(2, 0, PadMode::Constant),
             true,
         ),
         (
@@ -210,7 +209,7 @@ fn conv2d_random_matrix_all_variants() {
             [1, 16, 9, 8],
             24,
             (1, 1),
-            Conv2dParams::new(1, 0, PadMode::Zeros),
+            Conv2dParams::new(1, 0, PadMode::Constant),
             true,
         ),
         (
@@ -224,7 +223,7 @@ fn conv2d_random_matrix_all_variants() {
             [1, 8, 13, 11],
             16,
             (3, 3),
-            Conv2dParams::new(1, 1, PadMode::Zeros).groups(2),
+            Conv2dParams::new(1, 1, PadMode::Constant).groups(2),
             true,
         ),
     ];
@@ -267,7 +266,7 @@ fn conv_transpose2d_random_all_variants() {
 
 fn mode_of(s: &str) -> PadMode {
     match s {
-        "zeros" => PadMode::Zeros,
+        "zeros" => PadMode::Constant,
         "reflect" => PadMode::Reflect,
         "replicate" => PadMode::Replicate,
         _ => PadMode::Circular,
@@ -409,7 +408,7 @@ fn conv2d_gradcheck_every_pad_mode_and_rule() {
             [1usize, 2, 5, 6],
             3usize,
             3usize,
-            Conv2dParams::new(1, 1, PadMode::Zeros),
+            Conv2dParams::new(1, 1, PadMode::Constant),
         ),
         (
             [1, 2, 5, 6],
@@ -445,7 +444,7 @@ fn conv2d_gradcheck_every_pad_mode_and_rule() {
             [1, 4, 6, 6],
             2,
             2,
-            Conv2dParams::new(2, 0, PadMode::Zeros).groups(2),
+            Conv2dParams::new(2, 0, PadMode::Constant).groups(2),
         ),
     ];
     for imp in [ConvImpl::Software, ConvImpl::Gpu] {
@@ -507,7 +506,7 @@ fn conv2d_shape_errors_name_the_op_and_shapes() {
     let Some(ctx) = ctx() else { return };
     let x = Tensor::zeros(&ctx, &[1, 3, 8, 8]).unwrap();
     let w = Tensor::zeros(&ctx, &[4, 2, 3, 3]).unwrap();
-    let p = Conv2dParams::new(1, 1, PadMode::Zeros);
+    let p = Conv2dParams::new(1, 1, PadMode::Constant);
     let e = cv::conv2d(&x, &w, None, &p).unwrap_err();
     assert!(matches!(e, Error::Shape { op: "conv2d", .. }), "{e}");
     let m = e.to_string();
@@ -646,7 +645,7 @@ fn conv2d_beyond_the_binding_limit_is_chunked() {
     let w1t = Tensor::from_slice(&ctx, &w1, &[3, c, 3, 3])
         .unwrap()
         .into_param();
-    let x = cv::conv2d(&zt, &w0t, None, &Conv2dParams::new(1, 0, PadMode::Zeros))
+    let x = cv::conv2d(&zt, &w0t, None, &Conv2dParams::new(1, 0, PadMode::Constant))
         .unwrap()
         .into_param();
     assert_eq!(x.shape(), [1, c, h, w]);

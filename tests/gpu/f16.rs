@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use dkp::kernels::conv::{self as cv, Conv2dParams, ConvImpl, PadMode};
+use dkp::kernels::conv::{self as cv, Conv2dParams, ConvImpl};
+use dkp::kernels::shape::PadMode;
 use dkp::{Context, DType, Error, Tensor, autograd, ops};
 
 use crate::common::*;
@@ -100,7 +101,12 @@ fn f16_ops_refuse_gradients_and_mixed_dtypes() {
     let x = Tensor::from_slice(&ctx, &[1.0; 9], &[1, 1, 3, 3]).unwrap();
     let w = Tensor::from_f16(&ctx, &h16(&[1.0; 9]), &[1, 1, 3, 3]).unwrap();
     let bf = Tensor::from_slice(&ctx, &[0.5], &[1]).unwrap();
-    let r = ops::conv2d(&x, &w, Some(&bf), &Conv2dParams::new(1, 1, PadMode::Zeros));
+    let r = ops::conv2d(
+        &x,
+        &w,
+        Some(&bf),
+        &Conv2dParams::new(1, 1, PadMode::Constant),
+    );
     assert!(matches!(r, Err(Error::Shape { op: "conv2d", .. })), "{r:?}");
     let _ng = autograd::no_grad(&ctx);
     assert_eq!(ops::add(&p, &a).unwrap().to_vec().unwrap(), vec![2.0, 4.0]);
@@ -127,7 +133,7 @@ fn conv2d_f16_weights_and_activations_match_f32() {
         let (x32, x16) = pair(&ctx, &xv, &xs);
         let (w32, w16) = pair(&ctx, &wv, &ws);
         let (b32, b16) = pair(&ctx, &bv, &[o]);
-        let p = Conv2dParams::new(s, pd, PadMode::Zeros);
+        let p = Conv2dParams::new(s, pd, PadMode::Constant);
         for imp in [ConvImpl::Software, ConvImpl::SoftwareGeneric, ConvImpl::Gpu] {
             let want = cv::conv2d_impl(&x32, &w32, Some(&b32), &p, imp).unwrap();
             // f16 weights, f32 activations: exact widening, f32 accumulation.
@@ -167,7 +173,7 @@ fn conv2d_prepacked_weights_equal_per_call_packing() {
         let (x32, x16) = pair(&ctx, &xv, &xs);
         let (w32, w16) = pair(&ctx, &wv, &ws);
         let (b32, b16) = pair(&ctx, &bv, &[o]);
-        let p = Conv2dParams::new(1, pd, PadMode::Zeros);
+        let p = Conv2dParams::new(1, pd, PadMode::Constant);
         let pk32 = cv::PackedConvWeight::new(&w32, 1).unwrap();
         let pk16 = cv::PackedConvWeight::new(&w16, 1).unwrap();
         assert_eq!((pk32.dtype(), pk16.dtype()), (DType::F32, DType::F16));
@@ -192,12 +198,12 @@ fn conv2d_prepacked_weights_equal_per_call_packing() {
     let x = Tensor::from_slice(&ctx, &[1.0; 16], &[1, 1, 4, 4])
         .unwrap()
         .into_param();
-    let err = cv::conv2d_packed(&x, &pk, None, &Conv2dParams::new(1, 1, PadMode::Zeros))
+    let err = cv::conv2d_packed(&x, &pk, None, &Conv2dParams::new(1, 1, PadMode::Constant))
         .expect_err("gradient through a packed weight must be refused");
     assert!(err.to_string().contains("packed"), "{err}");
     // Mismatched shapes name both.
     let x = Tensor::from_slice(&ctx, &[1.0; 32], &[1, 2, 4, 4]).unwrap();
-    let err = cv::conv2d_packed(&x, &pk, None, &Conv2dParams::new(1, 1, PadMode::Zeros))
+    let err = cv::conv2d_packed(&x, &pk, None, &Conv2dParams::new(1, 1, PadMode::Constant))
         .expect_err("channel mismatch");
     assert!(err.to_string().contains("[1, 2, 4, 4]"), "{err}");
 }
@@ -436,7 +442,7 @@ fn conv2d_f16_stores_f16_directly() {
         .unwrap();
         let b = Tensor::from_f16(&ctx, &h16(&rng.vec(16, -0.3, 0.3)), &[16]).unwrap();
         for imp in [ConvImpl::Software, ConvImpl::SoftwareGeneric, ConvImpl::Gpu] {
-            let p = Conv2dParams::new(1, k / 2, PadMode::Zeros);
+            let p = Conv2dParams::new(1, k / 2, PadMode::Constant);
             let y = cv::conv2d_impl(&x, &w, Some(&b), &p, imp).unwrap();
             assert_eq!(y.dtype(), DType::F16);
         }

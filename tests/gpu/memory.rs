@@ -45,7 +45,7 @@ fn a_thousand_training_steps_allocate_nothing_after_warm_up() {
         3,
         1,
         1,
-        PadMode::Zeros,
+        PadMode::Constant,
         true,
     )
     .unwrap();

@@ -1,5 +1,5 @@
 use dkp::kernels::shape::{
-    self as sh, PadMode2d, concat_ref, crop2d_ref, pad2d_ref, roll2d_ref, slice_ref, subsample_ref,
+    self as sh, PadMode, concat_ref, crop2d_ref, pad2d_ref, roll2d_ref, slice_ref, subsample_ref,
     zero_insert_ref,
 };
 use dkp::{Error, Tensor, autograd};
@@ -53,20 +53,20 @@ fn slice_and_crop_match_pytorch() {
 #[test]
 fn pad2d_matches_pytorch_in_every_mode() {
     for (name, mode) in [
-        ("constant", PadMode2d::Constant),
-        ("reflect", PadMode2d::Reflect),
-        ("replicate", PadMode2d::Replicate),
-        ("circular", PadMode2d::Circular),
+        ("constant", PadMode::Constant),
+        ("reflect", PadMode::Reflect),
+        ("replicate", PadMode::Replicate),
+        ("circular", PadMode::Circular),
     ] {
         check_golden(&format!("pad_{name}"), 1, &|t| {
             sh::pad2d(&t[0], 2, 1, 3, 4, mode, 0.5)
         });
     }
     check_golden("pad_replicate_big", 1, &|t| {
-        sh::pad2d(&t[0], 1, 5, 6, 0, PadMode2d::Replicate, 0.0)
+        sh::pad2d(&t[0], 1, 5, 6, 0, PadMode::Replicate, 0.0)
     });
     check_golden("pad_circular_full", 1, &|t| {
-        sh::pad2d(&t[0], 4, 2, 3, 3, PadMode2d::Circular, 0.0)
+        sh::pad2d(&t[0], 4, 2, 3, 3, PadMode::Circular, 0.0)
     });
 }
 
@@ -120,10 +120,10 @@ fn shape_gradchecks() {
         &move |v| crop2d_ref(&v[0], &s2, 1, 2, 5, 2),
     );
     for mode in [
-        PadMode2d::Constant,
-        PadMode2d::Reflect,
-        PadMode2d::Replicate,
-        PadMode2d::Circular,
+        PadMode::Constant,
+        PadMode::Reflect,
+        PadMode::Replicate,
+        PadMode::Circular,
     ] {
         let s2 = s.clone();
         gc(
@@ -160,7 +160,7 @@ fn shape_gradchecks() {
 fn invalid_arguments_are_shape_errors() {
     let Some(ctx) = ctx() else { return };
     let x = Tensor::zeros(&ctx, &[1, 2, 4, 5]).unwrap();
-    let e = sh::pad2d(&x, 4, 0, 0, 0, PadMode2d::Reflect, 0.0)
+    let e = sh::pad2d(&x, 4, 0, 0, 0, PadMode::Reflect, 0.0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("pad2d") && e.contains("[1, 2, 4, 5]"), "{e}");
@@ -219,7 +219,7 @@ fn a_plane_larger_than_the_binding_limit_is_a_clean_error() {
         return;
     }
     let x = Tensor::empty(&ctx, &[1, 1, side, side]).unwrap();
-    let e = sh::pad2d(&x, 1, 1, 1, 1, PadMode2d::Reflect, 0.0).unwrap_err();
+    let e = sh::pad2d(&x, 1, 1, 1, 1, PadMode::Reflect, 0.0).unwrap_err();
     assert!(matches!(e, Error::BindingTooLarge { .. }), "{e}");
     let m = e.to_string();
     assert!(m.contains("pad2d") && m.contains("6000"), "{m}");
