@@ -156,11 +156,9 @@ impl Quantize {
     }
 }
 
-/// Load a PNG or JPEG (8- or 16-bit; gray, gray+alpha, RGB, RGBA, palette) as RGB in [0, 1].
-/// Unreadable or corrupt files and images over [`MAX_PIXELS`] give an `Error::File` naming the
-/// path.
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = ImageReader::open(path)
+/// A reader for the image file at `path`, format guessed from its signature.
+fn open_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+    ImageReader::open(path)
         .map_err(|e| {
             file_err(
                 path,
@@ -171,7 +169,14 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
             )
         })?
         .with_guessed_format()
-        .map_err(|e| file_err(path, format!("cannot read image: {e}")))?;
+        .map_err(|e| file_err(path, format!("cannot read image: {e}")))
+}
+
+/// Load a PNG or JPEG (8- or 16-bit; gray, gray+alpha, RGB, RGBA, palette) as RGB in [0, 1].
+/// Unreadable or corrupt files and images over [`MAX_PIXELS`] give an `Error::File` naming the
+/// path.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let reader = open_reader(path)?;
     decode_rgb(reader, path)
 }
 
@@ -305,18 +310,7 @@ impl GrayImage {
 
 /// [`load_rgb`], plus the alpha channel when the file has one (gray+alpha, RGBA).
 pub fn load_rgb_alpha(path: &Path) -> Result<(RgbImage, Option<GrayImage>)> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| {
-            file_err(
-                path,
-                format!(
-                    "cannot open image: {}",
-                    super::describe_path_error(path, &e)
-                ),
-            )
-        })?
-        .with_guessed_format()
-        .map_err(|e| file_err(path, format!("cannot read image: {e}")))?;
+    let reader = open_reader(path)?;
     let (img, color) = decode(reader, path)?;
     let rgb = to_rgb(&img, color);
     let alpha = color.has_alpha().then(|| {
