@@ -47,9 +47,11 @@ fn main() {
     let cli = Cli::parse();
     cli::common::install_interrupt_handler();
     if let Err(e) = run(cli) {
-        if e.downcast_ref::<dkp::Error>()
-            .is_some_and(|e| matches!(e, dkp::Error::Interrupted(_)))
-        {
+        // Whatever context the commands added, an interrupt exits 130 with its own message.
+        if e.chain().any(|c| {
+            c.downcast_ref::<dkp::Error>()
+                .is_some_and(|e| matches!(e, dkp::Error::Interrupted(_)))
+        }) {
             eprintln!("{e:#}; unfinished results were discarded");
             std::process::exit(cli::common::EXIT_INTERRUPTED);
         }

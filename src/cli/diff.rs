@@ -21,8 +21,7 @@ use dkp::rand::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::common::{
-    EXIT_INTERRUPTED, GroundTruthArgs, PriorArg, ProfileArgs, check_interrupt, prepare_out_dir,
-    refuse_existing, stem,
+    GroundTruthArgs, PriorArg, ProfileArgs, check_interrupt, prepare_out_dir, refuse_existing, stem,
 };
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -436,14 +435,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         }
         Ok(())
     });
-    let (img_t, kernel_t) = match run {
-        Err(dkp::Error::Interrupted(at)) => {
-            drop(set);
-            eprintln!("interrupted at {at}; nothing was written");
-            std::process::exit(EXIT_INTERRUPTED);
-        }
-        r => r?,
-    };
+    // An interrupt returns from here: the staged set is dropped (discarded) and main exits 130.
+    let (img_t, kernel_t) = run?;
     bar.finish_and_clear();
     let v = img_t.to_vec()?;
     let out = RgbImage::new(size, size, v.iter().map(|&x| x as f64).collect())?;

@@ -482,13 +482,9 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         check_interrupt(|| format!("{} (before it started)", job.name))?;
         match restore(&ctx, args, job, &cfg, preset, prior_kind, refiner.as_ref()) {
             Ok(row) => summary.push(row),
+            // main reports it and exits 130; the finished sets are already in place.
             Err(e) if e.downcast_ref::<dkp::Error>().is_some_and(is_interrupt) => {
-                eprintln!(
-                    "{}: interrupted; its results were discarded, {} finished image(s) kept",
-                    job.name,
-                    summary.len()
-                );
-                std::process::exit(crate::cli::common::EXIT_INTERRUPTED);
+                return Err(e.context(format!("{} finished image(s) kept", summary.len())));
             }
             Err(e) if !single => skipped.push(&job.name, &e),
             Err(e) => return Err(e),
@@ -792,6 +788,7 @@ fn restore(
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     // The set is complete: move it into place as a whole (an interrupt from here on waits).
+    let (p_sr, p_rep) = (set.final_path("sr.png"), set.final_path(MANIFEST));
     set.commit(&RESULT_SUFFIXES, MANIFEST)?;
     let mut line = format!(
         "{}: {}x{} -> {}x{} in {:.1} s",
@@ -822,16 +819,8 @@ fn restore(
         );
     }
     println!("{line}");
-    println!(
-        "  wrote {} and {}",
-        set_path(&args.out, &job.name, "sr.png").display(),
-        set_path(&args.out, &job.name, MANIFEST).display()
-    );
+    println!("  wrote {} and {}", p_sr.display(), p_rep.display());
     Ok((job.name.clone(), score, kernel_psnr, out.seconds))
-}
-
-fn set_path(dir: &Path, name: &str, suffix: &str) -> PathBuf {
-    dir.join(dkp::io::result_set::member_name(name, suffix))
 }
 
 /// The loss / PSNR / kernel PSNR / LR-fit curves of a run.
