@@ -4,42 +4,16 @@
 use std::path::Path;
 
 use assert_cmd::Command;
+
+mod support;
 use image::{ImageBuffer, Luma, LumaA, Rgb, Rgba};
+use support::{FAST, pattern, stderr_of, write_rgb8};
 
 fn dkp() -> Command {
     let mut c = Command::cargo_bin("dkp").unwrap();
     c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
     c.arg("dip");
     c
-}
-
-/// A smooth 24x24 test pattern.
-fn pattern(x: u32, y: u32, c: u32) -> f32 {
-    0.5 + 0.4 * ((0.3 * x as f32 + 0.2 * y as f32 + c as f32).sin())
-}
-
-fn write_rgb8(p: &Path, n: u32) {
-    ImageBuffer::from_fn(n, n, |x, y| {
-        Rgb([0, 1, 2].map(|c| (255.0 * pattern(x, y, c)) as u8))
-    })
-    .save(p)
-    .unwrap();
-}
-
-/// Fast settings: a narrow net and a few steps (the checks here are about the CLI).
-const FAST: &[&str] = &[
-    "--sf",
-    "2",
-    "--iters",
-    "3",
-    "--channels",
-    "8",
-    "--preset",
-    "quick",
-];
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs `dkp dip ARGS` and checks it fails with a message containing `says` (never a panic).

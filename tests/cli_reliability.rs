@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use image::{ImageBuffer, Rgb, Rgba};
+use image::{ImageBuffer, Rgba};
+
+mod support;
+use support::{FAST, pattern, stderr_of as stderr, write_rgb8};
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin!("dkp").to_path_buf()
@@ -16,34 +19,6 @@ fn dkp() -> Command {
     c.env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .env("RUST_BACKTRACE", "0");
     c
-}
-
-fn pattern(x: u32, y: u32, c: u32) -> f32 {
-    0.5 + 0.4 * ((0.3 * x as f32 + 0.2 * y as f32 + c as f32).sin())
-}
-
-fn write_rgb8(p: &Path, n: u32) {
-    ImageBuffer::from_fn(n, n, |x, y| {
-        Rgb([0, 1, 2].map(|c| (255.0 * pattern(x, y, c)) as u8))
-    })
-    .save(p)
-    .unwrap();
-}
-
-/// A narrow net and a few steps: these tests are about the CLI, not the result.
-const FAST: &[&str] = &[
-    "--sf",
-    "2",
-    "--iters",
-    "3",
-    "--channels",
-    "8",
-    "--preset",
-    "quick",
-];
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `o` failed, said `says`, and did not panic.
