@@ -14,15 +14,17 @@ use dkp::io::image::{
 use dkp::io::kernel::{
     Kernel, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png, write_kernel_txt,
 };
-use dkp::io::result_set::ResultSet;
+use dkp::io::result_set::{ResultSet, existing_members};
 use dkp::io::write_atomic;
 use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, StepLog};
 use dkp::method::prior::{PriorKind, make_prior};
 
+use crate::cli::batch::BatchArgs;
 use crate::cli::common::{
     GroundTruthArgs, PriorArg, ProfileArgs, Skipped, check_interrupt, prepare_out_dir,
     refuse_existing, stem,
 };
+use crate::cli::summary::{METHOD, Summary};
 
 const DEFAULT_LR: &[u8] = include_bytes!("../../assets/butterfly_x2_lr.png");
 const DEFAULT_HR: &[u8] = include_bytes!("../../assets/butterfly_hr.png");
@@ -30,7 +32,9 @@ const DEFAULT_KERNEL: &str = include_str!("../../assets/butterfly_x2_kernel.txt"
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum Preset {
-    /// `paper` on a GPU, `quick` on a software adapter.
+    /// `paper` for a user's image on every adapter (a CPU run is the real thing, only
+    /// slower: the run prints its time estimate first); `quick` only for the embedded demo
+    /// input on a software adapter.
     Auto,
     /// The released code's full schedule (1000 DIP steps, 128-channel net, whole image).
     Paper,
@@ -71,8 +75,18 @@ pub struct DipArgs {
     /// Centre-crop the LR input to at most this many pixels per side.
     #[arg(long)]
     pub crop: Option<usize>,
+    /// Seed of the random streams (DIP init and noise, kernel prior); with --runs, the first.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Restore each image this many times, with seeds SEED, SEED+1, ...: sets are named
+    /// NAME_sSEED and summary.csv gives per-image mean ± std (papers report 5-run means).
+    #[arg(long, default_value_t = 1)]
+    pub runs: u64,
+    /// Size of the estimated kernel (odd; default min(4·sf + 3, 21), the paper's).
+    #[arg(long = "kernel-size")]
+    pub kernel_size: Option<usize>,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     #[arg(long = "kernel-update", value_enum, default_value = "adam")]
     pub kernel_update: KernelUpdateArg,
     /// Langevin step size eta.
@@ -130,18 +144,6 @@ struct Refined {
     psnr: f64,
     ssim: f64,
 }
-
-/// `v` with `digits` decimals, or `-` when unknown.
-fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
-}
-
-type SummaryRow = (
-    String,
-    Option<dkp::method::metrics::ImageScore>,
-    Option<f64>,
-    f64,
-);
 
 struct Job {
     name: String,
@@ -320,7 +322,15 @@ fn centre_crop(job: &mut Job, max_side: usize, sf: usize) -> Result<bool> {
 #[derive(serde::Serialize)]
 struct Report<'a> {
     dkp_version: &'static str,
+    /// `dip-dkp`: how `summary.json` tells these reports from other JSON files.
+    method: &'static str,
     image: &'a str,
+    /// The result set's name: `image`, or `image_sSEED` with `--runs`.
+    set: &'a str,
+    seed: u64,
+    sf: usize,
+    /// LR re-degradation PSNR of the written output with its kernel (needs no ground truth).
+    lr_psnr: Option<f64>,
     preset: String,
     adapter: &'a dkp::gpu::AdapterSummary,
     config: &'a DipDkpConfig,
@@ -376,6 +386,23 @@ fn validate_flags(args: &DipArgs) -> Result<()> {
     if args.iters == Some(0) {
         bail!("--iters must be at least 1");
     }
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if args.runs > 1000 {
+        bail!(
+            "--runs {} is more runs per image than any study needs (at most 1000)",
+            args.runs
+        );
+    }
+    if let Some(k) = args.kernel_size
+        && (k % 2 == 0 || !(3..=41).contains(&k))
+    {
+        bail!("--kernel-size must be odd and between 3 and 41 (got {k})");
+    }
+    if args.batch.skip_existing && args.force {
+        bail!("--skip-existing keeps complete results and --force replaces them: give one");
+    }
     if let Some(lr) = args.dip_lr
         && !(lr.is_finite() && lr > 0.0)
     {
@@ -421,8 +448,14 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     let mut skipped = Skipped::default();
     // Decode and check every input file before the GPU starts. In a folder a bad image is
     // skipped (and reported at the end); a single bad input is an error.
+    let mut sources = list_sources(args, sf)?;
+    if let Some(shard) = args.batch.shard(!single)? {
+        let n = sources.len();
+        sources = shard.select(sources);
+        eprintln!("note: part {shard}: {} of {n} images", sources.len());
+    }
     let mut jobs = Vec::new();
-    for src in list_sources(args, sf)? {
+    for src in sources {
         match load_job(&src, sf) {
             Ok(j) => jobs.push(j),
             Err(e) if !single => skipped.push(&src.name, &e),
@@ -444,9 +477,9 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
 
     let ctx: Arc<Context> = Context::new(&opts)?;
     let preset = match args.preset {
-        Preset::Auto if ctx.is_software() => {
+        Preset::Auto if ctx.is_software() && args.input.is_none() => {
             eprintln!(
-                "note: `{}` is a software adapter; using the quick preset (LR centre crop <= 32x32, 300 DIP steps). Use --preset paper for the full setting.",
+                "note: `{}` is a software adapter; the embedded demo runs the quick preset (LR centre crop <= 32x32, 300 DIP steps). Your own images run the paper setting.",
                 ctx.summary.name
             );
             Preset::Quick
@@ -466,33 +499,117 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
-    if ready.is_empty() {
+    // One task per image and seed; with --skip-existing the complete sets are kept.
+    let mut tasks = Vec::new();
+    let mut kept = 0;
+    for job in &ready {
+        for seed in args.seed..args.seed + args.runs {
+            let set = set_name(&job.name, seed, args.runs);
+            if args.batch.skip_existing && is_complete(&args.out, &set) {
+                kept += 1;
+                continue;
+            }
+            tasks.push(Task { job, seed, set });
+        }
+    }
+    if kept > 0 {
+        eprintln!(
+            "note: --skip-existing: {kept} complete result set(s) in {} kept, {} to run",
+            args.out.display(),
+            tasks.len()
+        );
+    }
+    if ready.is_empty() || (tasks.is_empty() && kept == 0) {
         return skipped.finish(0);
     }
-    let names: Vec<String> = ready.iter().map(|j| j.name.clone()).collect();
-    refuse_existing(&args.out, &names, &RESULT_SUFFIXES, args.force)?;
+    let names: Vec<String> = tasks.iter().map(|t| t.set.clone()).collect();
+    // Resuming means redoing the sets an interruption left incomplete (no report): their
+    // members are replaced, and said so; everything else needs --force.
+    refuse_existing(
+        &args.out,
+        &names,
+        &RESULT_SUFFIXES,
+        args.force || args.batch.skip_existing,
+    )?;
+    if args.batch.skip_existing {
+        let partial: Vec<&str> = names
+            .iter()
+            .filter(|n| !existing_members(&args.out, n, &RESULT_SUFFIXES).is_empty())
+            .map(String::as_str)
+            .collect();
+        if !partial.is_empty() {
+            eprintln!(
+                "note: --skip-existing: incomplete set(s) redone: {}",
+                partial.join(", ")
+            );
+        }
+    }
     prepare_out_dir(&args.out)?;
     let refiner = match &refine_weights {
         Some(p) => Some(dkp::models::usrnet::Usrnet::load(&ctx, p).context("--refine usrnet")?),
         None => None,
     };
 
-    let mut summary: Vec<SummaryRow> = Vec::new();
-    for job in &ready {
-        check_interrupt(|| format!("{} (before it started)", job.name))?;
-        match restore(&ctx, args, job, &cfg, preset, prior_kind, refiner.as_ref()) {
-            Ok(row) => summary.push(row),
-            // main reports it and exits 130; the finished sets are already in place.
+    let mut done = 0;
+    for task in &tasks {
+        let interrupted = check_interrupt(|| format!("{} (before it started)", task.set))
+            .map_err(anyhow::Error::new)
+            .and_then(|()| restore(&ctx, args, task, &cfg, preset, prior_kind, refiner.as_ref()));
+        match interrupted {
+            Ok(()) => done += 1,
+            // main reports it and exits 130; the finished sets are already in place and in
+            // the summary, so `--skip-existing` resumes from here.
             Err(e) if e.downcast_ref::<dkp::Error>().is_some_and(is_interrupt) => {
-                return Err(e.context(format!("{} finished image(s) kept", summary.len())));
+                write_summary(&args.out, false)?;
+                return Err(e.context(format!("{done} finished result set(s) kept")));
             }
-            Err(e) if !single => skipped.push(&job.name, &e),
+            Err(e) if !single => skipped.push(&task.set, &e),
             Err(e) => return Err(e),
         }
     }
-    print_mean(&summary);
+    write_summary(&args.out, tasks.len() + kept > 1)?;
     args.profiling.report(&ctx)?;
-    skipped.finish(summary.len())
+    skipped.finish(done + kept)
+}
+
+/// One restoration: an image with one seed, written as the result set `set`.
+struct Task<'a> {
+    job: &'a Job,
+    seed: u64,
+    set: String,
+}
+
+/// `NAME`, or `NAME_sSEED` when each image is run with several seeds.
+fn set_name(image: &str, seed: u64, runs: u64) -> String {
+    if runs > 1 {
+        format!("{image}_s{seed}")
+    } else {
+        image.to_string()
+    }
+}
+
+/// A set counts as done only when its report, the member written last, is in place.
+fn is_complete(out: &Path, set: &str) -> bool {
+    out.join(format!("{set}_{MANIFEST}")).is_file()
+}
+
+/// Rebuild the folder's `summary.csv`/`summary.json` from every complete set in it (so
+/// earlier shards' or runs' sets count too), and print the table when there is more than one.
+fn write_summary(out: &Path, print: bool) -> Result<()> {
+    // A folder the table cannot describe (say, x2 and x4 sets mixed) keeps its results.
+    let summary = match Summary::scan(out) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: no summary.csv written: {e:#}");
+            return Ok(());
+        }
+    };
+    summary.write(out)?;
+    if print && summary.images.iter().map(|i| i.runs.len()).sum::<usize>() > 1 {
+        summary.print();
+    }
+    println!("  summary in {}", out.join("summary.csv").display());
+    Ok(())
 }
 
 fn is_interrupt(e: &dkp::Error) -> bool {
@@ -518,6 +635,9 @@ fn configure(args: &DipArgs, sf: usize, preset: Preset) -> (DipDkpConfig, Option
         }
     }
     cfg.seed = args.seed;
+    if let Some(k) = args.kernel_size {
+        cfg.k_size = k;
+    }
     cfg.output = if args.faithful {
         OutputRule::Last
     } else {
@@ -542,6 +662,17 @@ fn configure(args: &DipArgs, sf: usize, preset: Preset) -> (DipDkpConfig, Option
         };
     }
     (cfg, crop)
+}
+
+/// `95 s`, `12 min`, `3.2 h`.
+fn human_duration(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
 }
 
 fn mib(b: u64) -> f64 {
@@ -615,34 +746,21 @@ fn fit_job(
     Ok(())
 }
 
-fn print_mean(summary: &[SummaryRow]) {
-    if summary.len() < 2 {
-        return;
-    }
-    let n = summary.len() as f64;
-    let mean = |f: &dyn Fn(&SummaryRow) -> Option<f64>| {
-        let v: Vec<f64> = summary.iter().filter_map(f).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    println!(
-        "mean over {n} images: PSNR {} dB, SSIM {}, kernel PSNR {} dB, {:.1} s/image",
-        fmt_opt(mean(&|r| r.1.map(|s| s.psnr)), 2),
-        fmt_opt(mean(&|r| r.1.map(|s| s.ssim)), 4),
-        fmt_opt(mean(&|r| r.2), 2),
-        summary.iter().map(|r| r.3).sum::<f64>() / n
-    );
-}
-
 /// Restore one image and write its result set (staged, then moved into place as a whole).
 fn restore(
     ctx: &Arc<Context>,
     args: &DipArgs,
-    job: &Job,
+    task: &Task,
     cfg: &DipDkpConfig,
     preset: Preset,
     prior_kind: PriorKind,
     refiner: Option<&dkp::models::usrnet::Usrnet>,
-) -> Result<SummaryRow> {
+) -> Result<()> {
+    let job = task.job;
+    let cfg = &DipDkpConfig {
+        seed: task.seed,
+        ..cfg.clone()
+    };
     let sf = cfg.sf;
     let (w, h) = (job.lr.width, job.lr.height);
     let lr: Vec<f32> = job.lr.data.iter().map(|&v| v as f32).collect();
@@ -654,15 +772,48 @@ fn restore(
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_prefix(job.name.clone());
-    let mut prior = make_prior(prior_kind, sf, args.seed as u32);
+    bar.set_prefix(task.set.clone());
+    let mut prior = make_prior(prior_kind, sf, cfg.k_size, task.seed as u32);
     let gt = GroundTruth {
         hr: job.hr.as_ref(),
         kernel: job.kernel.as_ref().map(|k| k.data.as_slice()),
     };
-    let name = job.name.clone();
+    let name = task.set.clone();
+    bar.suspend(|| {
+        eprintln!(
+            "{name}: {w}x{h} -> {}x{} at x{sf}, {} DIP steps, {} channels, about {:.0} MiB of adapter memory",
+            sf * w,
+            sf * h,
+            cfg.total_steps(),
+            cfg.net.channels,
+            mib(cfg.memory_estimate(h, w).gpu_bytes)
+        )
+    });
+    // The time estimate: the trainer syncs with the GPU every `check_every` steps, so the
+    // wall time between the first two such steps is what a step really costs (the first
+    // steps also pay for shader compilation, so they are not used).
+    let probe = (cfg.check_every.max(1), 2 * cfg.check_every.max(1));
+    let mut probe_start: Option<std::time::Instant> = None;
     let mut on_progress = |step: usize, log: Option<&StepLog>| -> dkp::Result<()> {
         bar.set_position(step as u64 + 1);
+        if log.is_none() && step + 1 == probe.0 {
+            probe_start = Some(std::time::Instant::now());
+        }
+        if log.is_none()
+            && step + 1 == probe.1
+            && let Some(t) = probe_start
+        {
+            let per_step = t.elapsed().as_secs_f64() / (probe.1 - probe.0) as f64;
+            let left = per_step * (total as usize - probe.1) as f64;
+            if left > 30.0 {
+                bar.suspend(|| {
+                    eprintln!(
+                        "{name}: {per_step:.2} s per DIP step here: about {} to go",
+                        human_duration(left)
+                    )
+                });
+            }
+        }
         if let Some(l) = log {
             let mut msg = format!("loss {:.4e} LR-fit {:.2} dB", l.image_loss, l.lr_psnr);
             if let Some(p) = l.psnr {
@@ -682,12 +833,12 @@ fn restore(
         dip_dkp::run(ctx, &lr, h, w, cfg, prior.as_mut(), &gt, &mut on_progress).map_err(|e| {
             match e {
                 dkp::Error::Interrupted(_) => anyhow::Error::new(e),
-                e => anyhow::Error::new(e).context(format!("{}: DIP-DKP failed", job.name)),
+                e => anyhow::Error::new(e).context(format!("{}: DIP-DKP failed", task.set)),
             }
         })?;
     bar.finish_and_clear();
 
-    let mut set = ResultSet::begin(&args.out, &job.name)?;
+    let mut set = ResultSet::begin(&args.out, &task.set)?;
     let (sw, sh) = (sf * w, sf * h);
     let sr = dip_dkp::to_rgb_image(&out.sr, sw, sh)?;
     let alpha = job.alpha.as_ref();
@@ -759,7 +910,15 @@ fn restore(
     }
     let report = Report {
         dkp_version: env!("CARGO_PKG_VERSION"),
+        method: METHOD,
         image: &job.name,
+        set: &task.set,
+        seed: task.seed,
+        sf,
+        lr_psnr: out.logs.last().map(|l| match cfg.output {
+            OutputRule::Last => l.lr_psnr,
+            OutputRule::Ema { .. } => l.lr_psnr_ema,
+        }),
         preset: format!("{preset:?}").to_lowercase(),
         adapter: &ctx.summary,
         config: cfg,
@@ -792,7 +951,7 @@ fn restore(
     set.commit(&RESULT_SUFFIXES, MANIFEST)?;
     let mut line = format!(
         "{}: {}x{} -> {}x{} in {:.1} s",
-        job.name, w, h, sw, sh, out.seconds
+        task.set, w, h, sw, sh, out.seconds
     );
     if let Some(s) = score {
         line += &format!(", PSNR {:.2} dB, SSIM {:.4}", s.psnr, s.ssim);
@@ -820,7 +979,7 @@ fn restore(
     }
     println!("{line}");
     println!("  wrote {} and {}", p_sr.display(), p_rep.display());
-    Ok((job.name.clone(), score, kernel_psnr, out.seconds))
+    Ok(())
 }
 
 /// The loss / PSNR / kernel PSNR / LR-fit curves of a run.

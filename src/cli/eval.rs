@@ -16,12 +16,24 @@ use super::common::{list_images, stem};
 #[derive(Args)]
 pub struct EvalArgs {
     /// Folder of super-resolved images (PNG/JPEG).
-    pub sr_dir: PathBuf,
+    #[arg(required_unless_present = "merge")]
+    pub sr_dir: Option<PathBuf>,
     /// Folder of HR ground truth; matched to SR images by file name (stem).
-    pub hr_dir: PathBuf,
+    #[arg(required_unless_present = "merge")]
+    pub hr_dir: Option<PathBuf>,
     /// Scale factor: HR is modcropped by it and `sf` pixels are cropped from every border.
-    #[arg(long)]
-    pub sf: usize,
+    #[arg(long, required_unless_present = "merge")]
+    pub sf: Option<usize>,
+    /// Merge the summary.json of several `dkp dip` output folders (e.g. one per shard of a
+    /// job array) into one table: one row per image, mean ± std over its seeds.
+    #[arg(long, num_args = 1.., value_name = "DIR", conflicts_with_all = ["sr_dir", "hr_dir", "sf", "kernels"])]
+    pub merge: Vec<PathBuf>,
+    /// With --merge: write the merged summary.csv and summary.json into this folder.
+    #[arg(long, requires = "merge")]
+    pub out: Option<PathBuf>,
+    /// With --merge --out: replace an existing summary there.
+    #[arg(long, requires = "out")]
+    pub force: bool,
     /// Folder of estimated kernels (NAME.mat with variable `Kernel`, or NAME.txt).
     #[arg(long, requires = "kernels_gt")]
     pub kernels: Option<PathBuf>,
@@ -65,11 +77,43 @@ fn find_with_stem(dir: &Path, name: &str, exts: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `--merge`: one table from the shard folders' summaries.
+fn merge(args: &EvalArgs) -> Result<()> {
+    let summary = crate::cli::summary::Summary::merge(&args.merge)?;
+    if let Some(out) = &args.out {
+        for f in ["summary.csv", "summary.json"] {
+            let p = out.join(f);
+            if p.exists() && !args.force {
+                bail!("refusing to overwrite {} (use --force)", p.display());
+            }
+        }
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create", out.display()))?;
+        summary.write(out)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        summary.print();
+        if let Some(out) = &args.out {
+            println!("  wrote {}", out.join("summary.csv").display());
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &EvalArgs) -> Result<()> {
-    if args.sf == 0 {
+    if !args.merge.is_empty() {
+        return merge(args);
+    }
+    // clap requires all three without --merge.
+    let (Some(sr_dir), Some(hr_dir), Some(sf)) = (&args.sr_dir, &args.hr_dir, args.sf) else {
+        bail!("give SR_DIR HR_DIR --sf N, or --merge DIR...");
+    };
+    if sf == 0 {
         bail!("--sf must be at least 1");
     }
-    let mut srs = list_images(&args.sr_dir)?;
+    let mut srs = list_images(sr_dir)?;
     // A `dkp dip` output folder holds NAME_sr.png beside kernel/curve pictures: score only the
     // SR images then, under their image name.
     let dip_layout = srs.iter().any(|p| stem(p).ends_with("_sr"));
@@ -77,13 +121,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         srs.retain(|p| stem(p).ends_with("_sr"));
     }
     if srs.is_empty() {
-        bail!("{}: no PNG or JPEG images found", args.sr_dir.display());
+        bail!("{}: no PNG or JPEG images found", sr_dir.display());
     }
-    if !args.hr_dir.is_dir() {
-        bail!(
-            "{}: not a folder (or it does not exist)",
-            args.hr_dir.display()
-        );
+    if !hr_dir.is_dir() {
+        bail!("{}: not a folder (or it does not exist)", hr_dir.display());
     }
     for d in [&args.kernels, &args.kernels_gt].into_iter().flatten() {
         if !d.is_dir() {
@@ -98,18 +139,18 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             Some(n) if dip_layout => n.to_string(),
             _ => full.clone(),
         };
-        let same_file = args.hr_dir.join(sr_path.file_name().unwrap_or_default());
+        let same_file = hr_dir.join(sr_path.file_name().unwrap_or_default());
         let hr_path = (!dip_layout && same_file.is_file())
             .then_some(same_file)
-            .or_else(|| find_with_stem(&args.hr_dir, &name, &img_exts))
-            .with_context(|| format!("{}: no HR image named '{name}'", args.hr_dir.display()))?;
+            .or_else(|| find_with_stem(hr_dir, &name, &img_exts))
+            .with_context(|| format!("{}: no HR image named '{name}'", hr_dir.display()))?;
         let sr = load_rgb(sr_path)?;
         let hr = load_rgb(&hr_path)?;
         // The metric centre-crops the two to a common size (the reference's protocol, for
         // results a border of up to sf pixels per side smaller); a larger mismatch means the
         // wrong pair or the wrong --sf, and would score a shifted crop.
-        let (hw, hh) = (hr.width / args.sf * args.sf, hr.height / args.sf * args.sf);
-        let tol = 2 * args.sf;
+        let (hw, hh) = (hr.width / sf * sf, hr.height / sf * sf);
+        let tol = 2 * sf;
         if hw.abs_diff(sr.width) > tol || hh.abs_diff(sr.height) > tol {
             bail!(
                 "{}: the result is {}x{} but the HR image {} is {}x{} ({hw}x{hh} at x{}); they are not the same picture at this scale (wrong --sf or the wrong HR folder?)",
@@ -119,10 +160,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 hr_path.display(),
                 hr.width,
                 hr.height,
-                args.sf
+                sf
             );
         }
-        let score = evaluate_pair(&hr, &sr, args.sf)
+        let score = evaluate_pair(&hr, &sr, sf)
             .with_context(|| format!("{}: cannot evaluate", sr_path.display()))?;
         let kernel_psnr = match (&args.kernels, &args.kernels_gt) {
             (Some(kd), Some(gd)) => {
@@ -164,7 +205,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .map(|s| s / n),
     };
     let report = Report {
-        sf: args.sf,
+        sf,
         count: rows.len(),
         images: rows,
         mean,

@@ -1,5 +1,6 @@
 //! Subcommand implementations (argument structs + `run`), one module each.
 
+pub mod batch;
 pub mod bench;
 pub mod bench_unet;
 pub mod common;
@@ -8,4 +9,5 @@ pub mod dip;
 pub mod eval;
 pub mod info;
 pub mod prepare;
+pub mod summary;
 pub mod usrnet;

@@ -336,6 +336,17 @@ impl PriorConfig {
         }
     }
 
+    /// The same ranges for `k_size` x `k_size` kernels (`--kernel-size`): the target moves
+    /// to the new `(K − sf)/2` so the kernel stays centred the way the data is.
+    pub fn with_kernel_size(self, k_size: usize) -> Self {
+        let t = (k_size as f64 - self.sf as f64) / 2.0;
+        Self {
+            k_size,
+            target: (t, t),
+            ..self
+        }
+    }
+
     /// The ground-truth data generator (§3): variances in `[0.175·sf, min(2.5·sf, 10))`,
     /// target `(K − sf)/2`.
     pub fn gt_data(sf: usize) -> Self {

@@ -27,11 +27,12 @@ pub struct GaussianPrior {
 }
 
 impl GaussianPrior {
-    /// The DIP-DKP prior for `sf`, drawing from NumPy's legacy stream seeded with `seed` (the
-    /// reference seeds 0), so the kernel sequence matches the released code.
-    pub fn dip_dkp(sf: usize, seed: u32) -> Self {
+    /// The DIP-DKP prior for `sf` with `k_size` x `k_size` kernels, drawing from NumPy's
+    /// legacy stream seeded with `seed` (the reference seeds 0), so that at the default size
+    /// the kernel sequence matches the released code.
+    pub fn dip_dkp(sf: usize, k_size: usize, seed: u32) -> Self {
         Self {
-            config: PriorConfig::dip_dkp(sf),
+            config: PriorConfig::dip_dkp(sf).with_kernel_size(k_size),
             rng: NumpyRng::new(seed),
         }
     }
@@ -72,13 +73,11 @@ impl KernelPrior for MotionPrior {
     }
 }
 
-/// Build the prior a run asks for.
-pub fn make_prior(kind: PriorKind, sf: usize, seed: u32) -> Box<dyn KernelPrior> {
+/// Build the prior a run asks for: `k_size` x `k_size` kernels (DIP-DKP's default is
+/// `blur_kernels::kernel_size(sf)`).
+pub fn make_prior(kind: PriorKind, sf: usize, k_size: usize, seed: u32) -> Box<dyn KernelPrior> {
     match kind {
-        PriorKind::Gaussian => Box::new(GaussianPrior::dip_dkp(sf, seed)),
-        PriorKind::MotionLine => {
-            let k = crate::method::blur_kernels::kernel_size(sf);
-            Box::new(MotionPrior::new(k, sf, seed))
-        }
+        PriorKind::Gaussian => Box::new(GaussianPrior::dip_dkp(sf, k_size, seed)),
+        PriorKind::MotionLine => Box::new(MotionPrior::new(k_size, sf, seed)),
     }
 }

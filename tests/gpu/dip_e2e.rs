@@ -5,7 +5,7 @@
 
 use dkp::Tensor;
 use dkp::io::image::load_rgb;
-use dkp::method::blur_kernels::PriorConfig;
+use dkp::method::blur_kernels::{PriorConfig, kernel_size};
 use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth};
 use dkp::method::prior::{PriorKind, make_prior};
 use dkp::method::rng::NumpyRng;
@@ -36,7 +36,7 @@ fn dip_dkp_beats_bicubic_and_improves_the_kernel() {
     cfg.net.channels = 32;
     cfg.net.skip = 4;
     cfg.log_every = 10;
-    let mut prior = make_prior(PriorKind::Gaussian, sf, 0);
+    let mut prior = make_prior(PriorKind::Gaussian, sf, kernel_size(sf), 0);
     let gt = GroundTruth {
         hr: Some(&hr),
         kernel: Some(&k.kernel),
@@ -78,7 +78,7 @@ fn dip_dkp_beats_bicubic_and_improves_the_kernel() {
 fn too_small_inputs_are_refused_with_the_size_that_works() {
     let Some(ctx) = ctx() else { return };
     let cfg = DipDkpConfig::paper(2);
-    let mut prior = make_prior(PriorKind::Gaussian, 2, 0);
+    let mut prior = make_prior(PriorKind::Gaussian, 2, kernel_size(2), 0);
     let gt = GroundTruth {
         hr: None,
         kernel: None,
@@ -124,7 +124,7 @@ fn moving_average_output_leaves_the_trajectory_alone() {
         cfg.net.skip = 4;
         cfg.log_every = 4;
         cfg.output = output;
-        let mut prior = make_prior(PriorKind::Gaussian, sf, 0);
+        let mut prior = make_prior(PriorKind::Gaussian, sf, kernel_size(sf), 0);
         dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {
             Ok(())
         })
