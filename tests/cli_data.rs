@@ -215,7 +215,7 @@ fn bad_inputs_give_clear_errors() {
         .arg(&empty)
         .arg("--out")
         .arg(d.join("o3")));
-    assert!(!ok && err.contains("no PNG or JPEG"), "{err}");
+    assert!(!ok && err.contains("no PNG, JPEG, WebP or TIFF"), "{err}");
     for bad in [["--sf", "0"], ["--sf", "9"]] {
         let (ok, _, err) = run(dkp()
             .arg("prepare")

@@ -48,6 +48,17 @@ fn png_flavours_are_converted_and_outputs_written() {
     })
     .save(dir.path().join("rgb16.png"))
     .unwrap();
+    // The other readable formats: TIFF (16-bit RGBA) and lossless WebP.
+    ImageBuffer::from_fn(n, n, |x, y| {
+        Rgba([0, 1, 2, 0].map(|c| (65535.0 * pattern(x, y, c)) as u16))
+    })
+    .save(dir.path().join("tif.tiff"))
+    .unwrap();
+    ImageBuffer::from_fn(n, n, |x, y| {
+        Rgb([0, 1, 2].map(|c| (255.0 * pattern(x, y, c)) as u8))
+    })
+    .save(dir.path().join("web.webp"))
+    .unwrap();
     let out = dir.path().join("out");
     let o = dkp()
         .arg(dir.path())
@@ -57,7 +68,7 @@ fn png_flavours_are_converted_and_outputs_written() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
-    for name in ["gray", "graya", "rgba", "rgb16"] {
+    for name in ["gray", "graya", "rgba", "rgb16", "tif", "web"] {
         for suffix in [
             "sr.png",
             "kernel.txt",
@@ -70,6 +81,19 @@ fn png_flavours_are_converted_and_outputs_written() {
         }
         let sr = image::open(out.join(format!("{name}_sr.png"))).unwrap();
         assert_eq!((sr.width(), sr.height()), (2 * n, 2 * n));
+        // 16-bit in, 16-bit out (with the alpha channel where the input has one).
+        let want = match name {
+            "rgb16" => image::ColorType::Rgb16,
+            "tif" => image::ColorType::Rgba16,
+            "graya" | "rgba" => image::ColorType::Rgba8,
+            _ => image::ColorType::Rgb8,
+        };
+        assert_eq!(sr.color(), want, "{name}");
+        if name == "rgb16" {
+            // The result really uses the extra precision (not 8-bit values stretched).
+            let px = sr.to_rgb16();
+            assert!(px.pixels().any(|p| p.0.iter().any(|&v| v % 257 != 0)));
+        }
         let rep: serde_json::Value = serde_json::from_slice(
             &std::fs::read(out.join(format!("{name}_report.json"))).unwrap(),
         )
@@ -241,7 +265,7 @@ fn bad_inputs_get_clear_errors() {
         .output()
         .unwrap();
     assert!(
-        !o.status.success() && stderr_of(&o).contains("no PNG or JPEG"),
+        !o.status.success() && stderr_of(&o).contains("no PNG, JPEG, WebP or TIFF"),
         "{}",
         stderr_of(&o)
     );

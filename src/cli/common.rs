@@ -56,16 +56,22 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| anyhow::anyhow!("{}: cannot list: {e}", dir.display()))?;
     for entry in entries {
         let path = entry?.path();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase());
-        if path.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
+        if path.is_file() && dkp::io::image::has_image_extension(&path) {
             files.push(path);
         }
     }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(files)
+}
+
+/// The image file in `dir` named `name` with any of the readable extensions (lower or upper
+/// case), first in [`dkp::io::image::IMAGE_EXTENSIONS`] order.
+pub fn find_image(dir: &Path, name: &str) -> Option<PathBuf> {
+    dkp::io::image::IMAGE_EXTENSIONS
+        .iter()
+        .flat_map(|e| [e.to_string(), e.to_ascii_uppercase()])
+        .map(|e| dir.join(format!("{name}.{e}")))
+        .find(|p| p.is_file())
 }
 
 /// Create the output folder (and its parents) if needed and check that it takes files. Called

@@ -222,7 +222,11 @@ fn list_sources(args: &DipArgs, sf: usize) -> Result<Vec<Source>> {
         )
     };
     if lr_files.is_empty() {
-        bail!("{}: no PNG or JPEG images found", input.display());
+        bail!(
+            "{}: no {} images found",
+            input.display(),
+            dkp::io::image::IMAGE_FORMATS
+        );
     }
     // x.png and x.jpg would write the same x_* results.
     let mut seen = std::collections::HashMap::new();
@@ -243,7 +247,7 @@ fn list_sources(args: &DipArgs, sf: usize) -> Result<Vec<Source>> {
             Source {
                 hr: hr_dir
                     .as_ref()
-                    .and_then(|d| find_same_name(d, &name, &["png", "jpg", "jpeg"])),
+                    .and_then(|d| crate::cli::common::find_image(d, &name)),
                 kernel: k_dir
                     .as_ref()
                     .and_then(|d| find_same_name(d, &name, &["mat", "txt"])),
@@ -840,7 +844,7 @@ fn restore(
 
     let mut set = ResultSet::begin(&args.out, &task.set)?;
     let (sw, sh) = (sf * w, sf * h);
-    let sr = dip_dkp::to_rgb_image(&out.sr, sw, sh)?;
+    let sr = RgbImage::from_output(&out.sr, sw, sh, job.lr.bit_depth)?;
     let alpha = job.alpha.as_ref();
     save_png_with_alpha(&set.path("sr.png"), &sr, alpha, Quantize::Round)?;
     let kern = Kernel::new(cfg.k_size, out.kernel.iter().map(|&v| v as f64).collect())?;

@@ -121,7 +121,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         srs.retain(|p| stem(p).ends_with("_sr"));
     }
     if srs.is_empty() {
-        bail!("{}: no PNG or JPEG images found", sr_dir.display());
+        bail!(
+            "{}: no {} images found",
+            sr_dir.display(),
+            dkp::io::image::IMAGE_FORMATS
+        );
     }
     if !hr_dir.is_dir() {
         bail!("{}: not a folder (or it does not exist)", hr_dir.display());
@@ -131,7 +135,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             bail!("{}: not a folder (or it does not exist)", d.display());
         }
     }
-    let img_exts = ["png", "PNG", "jpg", "JPG", "jpeg", "JPEG"];
     let mut rows = Vec::new();
     for sr_path in &srs {
         let full = stem(sr_path);
@@ -142,7 +145,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let same_file = hr_dir.join(sr_path.file_name().unwrap_or_default());
         let hr_path = (!dip_layout && same_file.is_file())
             .then_some(same_file)
-            .or_else(|| find_with_stem(hr_dir, &name, &img_exts))
+            .or_else(|| super::common::find_image(hr_dir, &name))
             .with_context(|| format!("{}: no HR image named '{name}'", hr_dir.display()))?;
         let sr = load_rgb(sr_path)?;
         let hr = load_rgb(&hr_path)?;

@@ -17,7 +17,7 @@ use dkp::method::rng::NumpyRng;
 
 #[derive(Args)]
 pub struct PrepareArgs {
-    /// Folder of HR images (PNG/JPEG), processed in sorted file-name order.
+    /// Folder of HR images (PNG/JPEG/WebP/TIFF), processed in sorted file-name order.
     #[arg(long)]
     pub hr: PathBuf,
     /// Scale factor (1..=8); the kernel size is min(4·sf+3, 21).
@@ -47,7 +47,11 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
     }
     let files = list_images(&args.hr)?;
     if files.is_empty() {
-        bail!("{}: no PNG or JPEG images found", args.hr.display());
+        bail!(
+            "{}: no {} images found",
+            args.hr.display(),
+            dkp::io::image::IMAGE_FORMATS
+        );
     }
     let mut stems: Vec<String> = files.iter().map(|p| stem(p)).collect();
     stems.sort();

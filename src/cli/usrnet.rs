@@ -17,7 +17,7 @@ use dkp::models::usrnet::Usrnet;
 
 #[derive(Args)]
 pub struct UsrnetArgs {
-    /// Low-resolution input image (PNG or JPEG).
+    /// Low-resolution input image (PNG, JPEG, WebP or TIFF).
     pub lr: PathBuf,
     /// Blur kernel (.txt or .mat) in DKP's correlation convention (as written by `dkp prepare`
     /// and `dkp dip`); it is flipped internally into USRNet's convolution kernel.

@@ -17,6 +17,19 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageReader};
 use super::{file_err, write_atomic};
 use crate::error::{Error, Result};
 
+/// File extensions (lower case) of the formats dkp reads.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "tif", "tiff"];
+
+/// The formats dkp reads, for messages.
+pub const IMAGE_FORMATS: &str = "PNG, JPEG, WebP or TIFF";
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`] (any case).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// Largest image `load_rgb` accepts, in pixels (64 megapixels).
 pub const MAX_PIXELS: u64 = 64_000_000;
 
@@ -31,6 +44,25 @@ pub struct RgbImage {
 }
 
 impl RgbImage {
+    /// A network's planar output (CHW in [0, 1]) at the precision it will be written with:
+    /// rounded half-to-even to 8-bit levels (`tensor2im01`, what the metrics score) for
+    /// `bit_depth` 8, or to 16-bit levels for 16 (a 16-bit input's result stays 16-bit).
+    pub fn from_output(chw: &[f32], width: usize, height: usize, bit_depth: u8) -> Result<Self> {
+        let data: Vec<f64> = match bit_depth {
+            16 => chw
+                .iter()
+                .map(|&v| to_u16(v as f64) as f64 / 65535.0)
+                .collect(),
+            _ => chw
+                .iter()
+                .map(|&v| Quantize::Round.apply(v as f64) as f64 / 255.0)
+                .collect(),
+        };
+        let mut img = Self::new(width, height, data)?;
+        img.bit_depth = if bit_depth == 16 { 16 } else { 8 };
+        Ok(img)
+    }
+
     /// Wrap planar data (3·height·width values).
     pub fn new(width: usize, height: usize, data: Vec<f64>) -> Result<Self> {
         if data.len() != 3 * width * height {
@@ -172,7 +204,8 @@ fn open_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::Fi
         .map_err(|e| file_err(path, format!("cannot read image: {e}")))
 }
 
-/// Load a PNG or JPEG (8- or 16-bit; gray, gray+alpha, RGB, RGBA, palette) as RGB in [0, 1].
+/// Load a PNG, JPEG, WebP or TIFF (8- or 16-bit; gray, gray+alpha, RGB, RGBA, palette) as RGB
+/// in [0, 1].
 /// Unreadable or corrupt files and images over [`MAX_PIXELS`] give an `Error::File` naming the
 /// path.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
@@ -206,7 +239,7 @@ fn decode<R: std::io::BufRead + std::io::Seek>(
     if reader.format().is_none() {
         return Err(file_err(
             path,
-            "not a PNG or JPEG image (unrecognised file signature)",
+            format!("not a {IMAGE_FORMATS} image (unrecognised file signature)"),
         ));
     }
     // The pixel-count guard below replaces the decoder's allocation limit, so that an
@@ -350,6 +383,67 @@ pub fn encode_png(width: usize, height: usize, channels: usize, pixels: &[u8]) -
     Ok(buf)
 }
 
+/// Encode interleaved 16-bit samples (`channels` = 3 RGB or 4 RGBA) as PNG bytes.
+pub fn encode_png16(
+    width: usize,
+    height: usize,
+    channels: usize,
+    samples: &[u16],
+) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let ct = match channels {
+        3 => image::ExtendedColorType::Rgb16,
+        4 => image::ExtendedColorType::Rgba16,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "encode_png16: {channels} channels (want 3 or 4)"
+            )));
+        }
+    };
+    if samples.len() != width * height * channels {
+        return Err(Error::Shape {
+            op: "encode_png16",
+            msg: format!("{} samples for {width}x{height}x{channels}", samples.len()),
+        });
+    }
+    let mut buf = Vec::new();
+    // The encoder takes 16-bit samples as native-endian bytes (it writes PNG's big endian).
+    image::codecs::png::PngEncoder::new(&mut buf)
+        .write_image(
+            bytemuck::cast_slice(samples),
+            width as u32,
+            height as u32,
+            ct,
+        )
+        .map_err(|e| Error::Invalid(format!("PNG encoding failed: {e}")))?;
+    Ok(buf)
+}
+
+/// A value in [0, 1] as a 16-bit sample (rounded; NaN as 0).
+fn to_u16(v: f64) -> u16 {
+    if v.is_nan() {
+        0
+    } else {
+        (v.clamp(0.0, 1.0) * 65535.0).round() as u16
+    }
+}
+
+/// RGB (+ alpha) of a 16-bit image as interleaved samples.
+fn interleave16(img: &RgbImage, alpha: Option<&GrayImage>) -> Vec<u16> {
+    let n = img.width * img.height;
+    let ch = if alpha.is_some() { 4 } else { 3 };
+    let mut px = Vec::with_capacity(ch * n);
+    for i in 0..n {
+        for c in 0..3 {
+            px.push(to_u16(img.data[c * n + i]));
+        }
+        if let Some(a) = alpha {
+            px.push(to_u16(a.data[i]));
+        }
+    }
+    px
+}
+
 /// Save interleaved 8-bit pixels as a PNG, atomically.
 pub fn save_png_u8(
     path: &Path,
@@ -362,12 +456,19 @@ pub fn save_png_u8(
     write_atomic(path, &bytes)
 }
 
-/// Save an RGB float image as an 8-bit RGB PNG, atomically, with the given quantisation.
+/// Save an RGB float image as an RGB PNG, atomically: 8-bit with the given quantisation, or
+/// 16-bit (rounded) when the image came from a 16-bit file (`bit_depth` 16), so a 16-bit
+/// input is not cut down to 8 bits on the way out.
 pub fn save_png(path: &Path, img: &RgbImage, q: Quantize) -> Result<()> {
+    if img.bit_depth == 16 {
+        let bytes = encode_png16(img.width, img.height, 3, &interleave16(img, None))?;
+        return write_atomic(path, &bytes);
+    }
     save_png_u8(path, img.width, img.height, 3, &img.to_rgb8(q))
 }
 
-/// Save RGB plus an alpha channel of the same size as an 8-bit RGBA PNG, atomically.
+/// Save RGB plus an alpha channel of the same size as an RGBA PNG (8- or 16-bit as
+/// [`save_png`]), atomically.
 pub fn save_png_rgba(path: &Path, img: &RgbImage, alpha: &GrayImage, q: Quantize) -> Result<()> {
     if (alpha.width, alpha.height) != (img.width, img.height) {
         return Err(Error::Shape {
@@ -377,6 +478,10 @@ pub fn save_png_rgba(path: &Path, img: &RgbImage, alpha: &GrayImage, q: Quantize
                 alpha.width, alpha.height, img.width, img.height
             ),
         });
+    }
+    if img.bit_depth == 16 {
+        let bytes = encode_png16(img.width, img.height, 4, &interleave16(img, Some(alpha)))?;
+        return write_atomic(path, &bytes);
     }
     let rgb = img.to_rgb8(q);
     let mut px = Vec::with_capacity(4 * alpha.data.len());

@@ -262,11 +262,7 @@ pub fn image_psnr(
 
 /// CHW f32 in [0,1] -> an RgbImage quantized to 8 bits with round-half-even (`tensor2im01`).
 pub fn to_rgb_image(chw: &[f32], w: usize, h: usize) -> Result<crate::io::image::RgbImage> {
-    let q: Vec<f64> = chw
-        .iter()
-        .map(|&v| crate::io::image::Quantize::Round.apply(v as f64) as f64 / 255.0)
-        .collect();
-    crate::io::image::RgbImage::new(w, h, q)
+    crate::io::image::RgbImage::from_output(chw, w, h, 8)
 }
 
 /// A host copy of everything a run starts from, to replace the trainer's own random draws

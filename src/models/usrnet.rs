@@ -192,7 +192,8 @@ impl Usrnet {
     }
 
     /// Restore an LR image with DKP's correlation kernel `k` (flipped here into USRNet's
-    /// convolution kernel); returns the SR image and the forward time in seconds.
+    /// convolution kernel); returns the SR image (at the input's bit depth, see
+    /// [`RgbImage::from_output`]) and the forward time in seconds.
     pub fn restore(
         &self,
         ctx: &Arc<Context>,
@@ -209,7 +210,7 @@ impl Usrnet {
         let t0 = std::time::Instant::now();
         let out = self.forward(&y, &kt, sf, sigma)?.to_vec()?;
         let secs = t0.elapsed().as_secs_f64();
-        let sr = crate::method::dip_dkp::to_rgb_image(&out, sf * w, sf * h)?;
+        let sr = RgbImage::from_output(&out, sf * w, sf * h, lr.bit_depth)?;
         Ok((sr, secs))
     }
 
