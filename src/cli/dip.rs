@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use dkp::Context;
 use dkp::io::image::{
-    Quantize, RgbImage, decode_rgb_bytes, load_rgb, load_rgb_alpha, modcrop, save_png_with_alpha,
+    Quantize, RgbImage, decode_rgb_bytes, load_rgb, load_rgb_alpha, modcrop, save_png,
+    save_png_with_alpha,
 };
 use dkp::io::kernel::{
     Kernel, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png, write_kernel_txt,
@@ -18,6 +19,7 @@ use dkp::io::result_set::{ResultSet, existing_members};
 use dkp::io::write_atomic;
 use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, StepLog};
 use dkp::method::prior::{PriorKind, make_prior};
+use dkp::method::tiling::{Region, blend_tiles, informative_crop, tile_grid};
 
 use crate::cli::batch::BatchArgs;
 use crate::cli::common::{
@@ -126,6 +128,23 @@ pub struct DipArgs {
     /// Decay of the moving averages that the default output uses.
     #[arg(long = "ema-decay", default_value_t = dip_dkp::DEFAULT_EMA_DECAY)]
     pub ema_decay: f32,
+    /// Where the kernel is estimated: `auto` (the whole image when it fits in memory, else the
+    /// most informative crop that fits), `off` (always the whole image), or N (the N x N LR
+    /// crop with the most gradient energy). On a crop, the whole image is then restored with
+    /// the estimated kernel by USRNet-tiny on overlapping tiles (needs its weights).
+    #[arg(long = "kernel-crop", default_value = "auto")]
+    pub kernel_crop: KernelCrop,
+    /// LR tile side of the tiled restore (default: 256, smaller when memory is short).
+    #[arg(long)]
+    pub tile: Option<usize>,
+    /// LR pixels by which neighbouring tiles overlap; their seams are blended across it.
+    #[arg(long = "tile-overlap", default_value_t = 16)]
+    pub tile_overlap: usize,
+    /// LR pixels of image around each tile that USRNet also sees, cut off again afterwards:
+    /// its FFT data step wraps around a region's border, and the ringing this causes must stay
+    /// out of the result (BENCHMARKS.md, "Tiled restore", has what each width gives).
+    #[arg(long = "tile-context", default_value_t = 32)]
+    pub tile_context: usize,
     /// Log (and score, when ground truth is given) every this many DIP steps.
     #[arg(long = "log-every")]
     pub log_every: Option<usize>,
@@ -137,6 +156,21 @@ struct LastStep {
     psnr: Option<f64>,
     ssim: Option<f64>,
     kernel_psnr: Option<f64>,
+}
+
+/// The kernel-crop path: where the kernel was estimated and how the image was tiled.
+#[derive(serde::Serialize)]
+struct CropReport {
+    /// The LR crop DIP-DKP ran on.
+    region: Region,
+    /// PSNR of DIP-DKP's own output on the crop (NAME_crop_sr.png), when the HR is known.
+    crop_psnr: Option<f64>,
+    tile: usize,
+    tile_overlap: usize,
+    tile_context: usize,
+    /// The LR tiles, in the order they were restored.
+    tiles: Vec<Region>,
+    restore_seconds: f64,
 }
 
 #[derive(serde::Serialize, Clone, Copy)]
@@ -152,7 +186,48 @@ struct Job {
     alpha: Option<dkp::io::image::GrayImage>,
     hr: Option<RgbImage>,
     kernel: Option<Kernel>,
+    /// With the kernel-crop path: the LR crop DIP-DKP estimates the kernel on (`lr` and `hr`
+    /// stay whole; the whole image is restored with that kernel by tiled USRNet).
+    region: Option<Region>,
 }
+
+/// `--kernel-crop`: where the kernel is estimated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelCrop {
+    /// On the whole image when it fits in memory, else on the largest crop that does.
+    Auto,
+    /// Always on the whole image (refused when it does not fit).
+    Off,
+    /// On the most informative N x N LR crop.
+    Size(usize),
+}
+
+impl std::str::FromStr for KernelCrop {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            n => n
+                .parse::<usize>()
+                .map(Self::Size)
+                .map_err(|_| format!("want auto, off or a crop side in LR pixels (got '{n}')")),
+        }
+    }
+}
+
+/// Largest LR crop side `auto` picks: the kernel is small, and a crop of this size already
+/// holds far more edges than a 21x21 kernel has unknowns.
+const AUTO_KERNEL_CROP_MAX: usize = 128;
+
+/// Default LR tile side of the tiled restore, and its floor when memory is short.
+const DEFAULT_TILE: usize = 256;
+const MIN_TILE: usize = 32;
+
+/// Adapter memory of USRNet-tiny per output (HR) pixel, so that a tile fits the budget: the
+/// peak pool use of a 256² LR tile at x2 was 134 MiB on lavapipe (537 B per HR pixel); twice
+/// that leaves room for the pool's size classes.
+const USRNET_BYTES_PER_HR_PIXEL: u64 = 1024;
 
 fn find_same_name(dir: &Path, name: &str, exts: &[&str]) -> Option<PathBuf> {
     exts.iter()
@@ -271,6 +346,7 @@ fn load_job(src: &Source, sf: usize) -> Result<Job> {
             alpha: None,
             hr: Some(hr),
             kernel: Some(kernel),
+            region: None,
         });
     };
     let (lr, alpha) = load_rgb_alpha(f)?;
@@ -301,6 +377,7 @@ fn load_job(src: &Source, sf: usize) -> Result<Job> {
         alpha,
         hr,
         kernel,
+        region: None,
     })
 }
 
@@ -333,7 +410,8 @@ struct Report<'a> {
     set: &'a str,
     seed: u64,
     sf: usize,
-    /// LR re-degradation PSNR of the written output with its kernel (needs no ground truth).
+    /// LR re-degradation PSNR of the DIP output with its kernel (needs no ground truth; of
+    /// the crop's output on the kernel-crop path).
     lr_psnr: Option<f64>,
     preset: String,
     adapter: &'a dkp::gpu::AdapterSummary,
@@ -341,6 +419,11 @@ struct Report<'a> {
     prior: String,
     lr_size: [usize; 2],
     sr_size: [usize; 2],
+    /// What produced NAME_sr.png: `dip-dkp` (the DIP output) or `usrnet-tiled` (the whole
+    /// image restored on tiles with the kernel estimated on `kernel_crop`).
+    restore: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_crop: Option<CropReport>,
     seconds: f64,
     seconds_per_step: f64,
     parameters: usize,
@@ -363,8 +446,9 @@ struct Report<'a> {
 
 /// Every file a result set may hold: none of them is replaced without `--force`, and a
 /// forced rerun removes the ones the new set does not write (e.g. an older `_usrnet.png`).
-const RESULT_SUFFIXES: [&str; 7] = [
+const RESULT_SUFFIXES: [&str; 8] = [
     "sr.png",
+    "crop_sr.png",
     "kernel.txt",
     "kernel.mat",
     "kernel.png",
@@ -403,6 +487,29 @@ fn validate_flags(args: &DipArgs) -> Result<()> {
         && (k % 2 == 0 || !(3..=41).contains(&k))
     {
         bail!("--kernel-size must be odd and between 3 and 41 (got {k})");
+    }
+    if let KernelCrop::Size(n) = args.kernel_crop
+        && n < 8
+    {
+        bail!("--kernel-crop {n}: a crop needs at least 8 LR pixels per side");
+    }
+    if let Some(t) = args.tile
+        && t < MIN_TILE
+    {
+        bail!("--tile {t}: tiles need at least {MIN_TILE} LR pixels per side");
+    }
+    if args.tile_overlap >= args.tile.unwrap_or(DEFAULT_TILE) {
+        bail!(
+            "--tile-overlap {} must be smaller than the tile ({})",
+            args.tile_overlap,
+            args.tile.unwrap_or(DEFAULT_TILE)
+        );
+    }
+    if args.tile_context > 1024 {
+        bail!(
+            "--tile-context {} is more context than any tile needs (at most 1024)",
+            args.tile_context
+        );
     }
     if args.batch.skip_existing && args.force {
         bail!("--skip-existing keeps complete results and --force replaces them: give one");
@@ -468,8 +575,12 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     }
     if let Some(w) = &args.weights
         && args.refine.is_none()
+        && args.kernel_crop == KernelCrop::Off
     {
-        bail!("--weights {} needs --refine usrnet", w.display());
+        bail!(
+            "--weights {} needs --refine usrnet (or a --kernel-crop run)",
+            w.display()
+        );
     }
     let refine_weights = args
         .refine
@@ -497,7 +608,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     let budget = ctx.memory_budget()?;
     let mut ready = Vec::new();
     for mut job in jobs {
-        match fit_job(&mut job, crop, sf, &cfg, budget) {
+        match fit_job(&mut job, crop, args.kernel_crop, sf, &cfg, budget) {
             Ok(()) => ready.push(job),
             Err(e) if !single => skipped.push(&job.name, &e),
             Err(e) => return Err(e),
@@ -526,6 +637,19 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     if ready.is_empty() || (tasks.is_empty() && kept == 0) {
         return skipped.finish(0);
     }
+    // A kernel estimated on a crop restores the whole image with USRNet-tiny.
+    let tiled = tasks.iter().any(|t| t.job.region.is_some());
+    let usrnet_weights = match refine_weights {
+        Some(p) => Some(p),
+        None if tiled => {
+            let p = dkp::models::usrnet::resolve_weights(args.weights.as_deref());
+            dkp::models::usrnet::Usrnet::check_file(&p).context(
+                "the kernel-crop path restores the whole image with USRNet-tiny (give --weights, or --kernel-crop off)",
+            )?;
+            Some(p)
+        }
+        None => None,
+    };
     let names: Vec<String> = tasks.iter().map(|t| t.set.clone()).collect();
     // Resuming means redoing the sets an interruption left incomplete (no report): their
     // members are replaced, and said so; everything else needs --force.
@@ -549,16 +673,23 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         }
     }
     prepare_out_dir(&args.out)?;
-    let refiner = match &refine_weights {
-        Some(p) => Some(dkp::models::usrnet::Usrnet::load(&ctx, p).context("--refine usrnet")?),
+    let refiner = match &usrnet_weights {
+        Some(p) => Some(dkp::models::usrnet::Usrnet::load(&ctx, p).context("USRNet-tiny")?),
         None => None,
+    };
+    let plan = Plan {
+        cfg: &cfg,
+        preset,
+        prior_kind,
+        usrnet: refiner.as_ref(),
+        tile: tile_side(args, sf, budget),
     };
 
     let mut done = 0;
     for task in &tasks {
         let interrupted = check_interrupt(|| format!("{} (before it started)", task.set))
             .map_err(anyhow::Error::new)
-            .and_then(|()| restore(&ctx, args, task, &cfg, preset, prior_kind, refiner.as_ref()));
+            .and_then(|()| restore(&ctx, args, task, &plan));
         match interrupted {
             Ok(()) => done += 1,
             // main reports it and exits 130; the finished sets are already in place and in
@@ -574,6 +705,17 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     write_summary(&args.out, tasks.len() + kept > 1)?;
     args.profiling.report(&ctx)?;
     skipped.finish(done + kept)
+}
+
+/// What every task of a run shares.
+struct Plan<'a> {
+    cfg: &'a DipDkpConfig,
+    preset: Preset,
+    prior_kind: PriorKind,
+    /// USRNet-tiny, for `--refine usrnet` and for the tiled restore of kernel-crop jobs.
+    usrnet: Option<&'a dkp::models::usrnet::Usrnet>,
+    /// LR tile side of the tiled restore.
+    tile: usize,
 }
 
 /// One restoration: an image with one seed, written as the result set `set`.
@@ -683,11 +825,13 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
 }
 
-/// Crop the job as asked, and refuse it when the network cannot take its size or the run
-/// would not fit in memory (with what to lower).
+/// Crop the job as asked, choose where its kernel is estimated (`--kernel-crop`), and refuse
+/// it when the network cannot take its size or the run would not fit in memory (with what to
+/// lower).
 fn fit_job(
     job: &mut Job,
     crop: Option<usize>,
+    kernel_crop: KernelCrop,
     sf: usize,
     cfg: &DipDkpConfig,
     budget: Option<u64>,
@@ -717,14 +861,45 @@ fn fit_job(
         );
         job.kernel = None;
     }
-    let est = cfg.memory_estimate(h, w);
     let host = dkp::gpu::context::host_available_memory();
-    let lower = "lower --channels (the paper uses 128), or --crop the LR image";
+    let fits = |h: usize, w: usize| {
+        let est = cfg.memory_estimate(h, w);
+        budget.is_none_or(|b| est.gpu_bytes <= b) && host.is_none_or(|b| est.host_bytes <= b)
+    };
+    let side = match kernel_crop {
+        KernelCrop::Off => None,
+        KernelCrop::Size(n) => Some(n),
+        KernelCrop::Auto if fits(h, w) => None,
+        // The largest square crop that fits, in steps of 8 pixels.
+        KernelCrop::Auto => (min_lr..=AUTO_KERNEL_CROP_MAX.min(h).min(w))
+            .rev()
+            .step_by(8)
+            .find(|&n| fits(n, n)),
+    };
+    if let Some(n) = side {
+        if n < min_lr {
+            bail!(
+                "{}: --kernel-crop {n}: at x{sf} the network needs at least {min_lr}x{min_lr} LR pixels",
+                job.name
+            );
+        }
+        let r = informative_crop(&job.lr, n);
+        if (r.height, r.width) != (h, w) {
+            eprintln!(
+                "{}: the kernel is estimated on the {}x{} LR crop at ({}, {}) with the most detail; the whole {w}x{h} image is then restored with it on tiles",
+                job.name, r.width, r.height, r.left, r.top
+            );
+            job.region = Some(r);
+        }
+    }
+    let (rh, rw) = job.region.map_or((h, w), |r| (r.height, r.width));
+    let est = cfg.memory_estimate(rh, rw);
+    let lower = "use --kernel-crop auto (estimate the kernel on a crop, restore on tiles), lower --channels (the paper uses 128), or --crop the LR image";
     if let Some(b) = budget
         && est.gpu_bytes > b
     {
         bail!(
-            "{}: a {w}x{h} LR image at x{sf} with {} channels needs about {:.0} MiB of adapter memory, but {:.0} MiB are available: {lower}",
+            "{}: a {rw}x{rh} LR image at x{sf} with {} channels needs about {:.0} MiB of adapter memory, but {:.0} MiB are available: {lower}",
             job.name,
             cfg.net.channels,
             mib(est.gpu_bytes),
@@ -750,24 +925,51 @@ fn fit_job(
     Ok(())
 }
 
+/// The LR tile side of the tiled restore: `--tile`, else [`DEFAULT_TILE`] halved until
+/// USRNet's estimate fits the budget.
+fn tile_side(args: &DipArgs, sf: usize, budget: Option<u64>) -> usize {
+    if let Some(t) = args.tile {
+        return t;
+    }
+    let mut t = DEFAULT_TILE;
+    while t > MIN_TILE
+        && budget.is_some_and(|b| {
+            let side = (sf * (t + 2 * args.tile_context)) as u64;
+            USRNET_BYTES_PER_HR_PIXEL * side * side > b
+        })
+    {
+        t /= 2;
+    }
+    t.max(args.tile_overlap + 1)
+}
+
 /// Restore one image and write its result set (staged, then moved into place as a whole).
-fn restore(
-    ctx: &Arc<Context>,
-    args: &DipArgs,
-    task: &Task,
-    cfg: &DipDkpConfig,
-    preset: Preset,
-    prior_kind: PriorKind,
-    refiner: Option<&dkp::models::usrnet::Usrnet>,
-) -> Result<()> {
+fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Result<()> {
     let job = task.job;
+    let (preset, prior_kind) = (plan.preset, plan.prior_kind);
     let cfg = &DipDkpConfig {
         seed: task.seed,
-        ..cfg.clone()
+        ..plan.cfg.clone()
     };
     let sf = cfg.sf;
-    let (w, h) = (job.lr.width, job.lr.height);
-    let lr: Vec<f32> = job.lr.data.iter().map(|&v| v as f32).collect();
+    // DIP-DKP runs on the kernel crop when there is one, else on the whole image.
+    let (run_lr, run_hr) = match job.region {
+        Some(r) => (
+            job.lr.crop(r.top, r.left, r.height, r.width)?,
+            match &job.hr {
+                Some(hr) => Some(modcrop(hr, sf).crop(
+                    sf * r.top,
+                    sf * r.left,
+                    sf * r.height,
+                    sf * r.width,
+                )?),
+                None => None,
+            },
+        ),
+        None => (job.lr.clone(), job.hr.clone()),
+    };
+    let (w, h) = (run_lr.width, run_lr.height);
+    let lr: Vec<f32> = run_lr.data.iter().map(|&v| v as f32).collect();
     let total = cfg.total_steps() as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -779,7 +981,7 @@ fn restore(
     bar.set_prefix(task.set.clone());
     let mut prior = make_prior(prior_kind, sf, cfg.k_size, task.seed as u32);
     let gt = GroundTruth {
-        hr: job.hr.as_ref(),
+        hr: run_hr.as_ref(),
         kernel: job.kernel.as_ref().map(|k| k.data.as_slice()),
     };
     let name = task.set.clone();
@@ -843,11 +1045,65 @@ fn restore(
     bar.finish_and_clear();
 
     let mut set = ResultSet::begin(&args.out, &task.set)?;
-    let (sw, sh) = (sf * w, sf * h);
-    let sr = RgbImage::from_output(&out.sr, sw, sh, job.lr.bit_depth)?;
+    let kern = Kernel::new(cfg.k_size, out.kernel.iter().map(|&v| v as f64).collect())?;
+    let depth = job.lr.bit_depth;
+    let (full_w, full_h) = (job.lr.width, job.lr.height);
+    let (sw, sh) = (sf * full_w, sf * full_h);
+    let mut kernel_crop = None;
+    let sr = match (job.region, plan.usrnet) {
+        (None, _) => RgbImage::from_output(&out.sr, sw, sh, depth)?,
+        (Some(region), Some(net)) => {
+            let crop_sr = RgbImage::from_output(&out.sr, sf * w, sf * h, depth)?;
+            save_png(&set.path("crop_sr.png"), &crop_sr, Quantize::Round)?;
+            let crop_psnr = match &run_hr {
+                Some(hr) => Some(dkp::method::metrics::evaluate_pair(hr, &crop_sr, sf)?.psnr),
+                None => None,
+            };
+            let tiles = tile_grid(full_h, full_w, plan.tile, args.tile_overlap)?;
+            let bar = ProgressBar::new(tiles.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} tiles [{bar:30}] {pos}/{len} ({eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(task.set.clone());
+            let t0 = std::time::Instant::now();
+            let sigma = args.noise / 255.0;
+            let blended = blend_tiles(
+                full_h,
+                full_w,
+                sf,
+                &tiles,
+                args.tile_overlap,
+                args.tile_context,
+                |i, t| {
+                    check_interrupt(|| format!("{}, tile {} of {}", task.set, i + 1, tiles.len()))?;
+                    let part = job.lr.crop(t.top, t.left, t.height, t.width)?;
+                    let v = net.restore_raw(ctx, &part, &kern, sf, sigma)?;
+                    bar.inc(1);
+                    Ok(v)
+                },
+            )
+            .map_err(|e| match e {
+                dkp::Error::Interrupted(_) => anyhow::Error::new(e),
+                e => anyhow::Error::new(e)
+                    .context(format!("{}: tiled USRNet restore failed", task.set)),
+            })?;
+            bar.finish_and_clear();
+            kernel_crop = Some(CropReport {
+                region,
+                crop_psnr,
+                tile: plan.tile,
+                tile_overlap: args.tile_overlap,
+                tile_context: args.tile_context,
+                tiles,
+                restore_seconds: t0.elapsed().as_secs_f64(),
+            });
+            RgbImage::from_output(&blended, sw, sh, depth)?
+        }
+        (Some(_), None) => bail!("{}: no USRNet-tiny for the tiled restore", task.set),
+    };
     let alpha = job.alpha.as_ref();
     save_png_with_alpha(&set.path("sr.png"), &sr, alpha, Quantize::Round)?;
-    let kern = Kernel::new(cfg.k_size, out.kernel.iter().map(|&v| v as f64).collect())?;
     write_kernel_txt(&set.path("kernel.txt"), &kern)?;
     write_kernel_mat(&set.path("kernel.mat"), &kern)?;
     write_kernel_png(&set.path("kernel.png"), &kern, 16)?;
@@ -859,8 +1115,9 @@ fn restore(
         Some(k) => Some(dkp::method::metrics::kernel_psnr(&k.data, &kern.data)?),
         None => None,
     };
+    // The last step's scores are of the DIP output, which is the result only without a crop.
     let last_step = match &out.last {
-        Some((x, k)) => {
+        Some((x, k)) if job.region.is_none() => {
             let score = match &job.hr {
                 Some(hr) => Some(dkp::method::metrics::evaluate_pair(
                     hr,
@@ -882,10 +1139,11 @@ fn restore(
                 kernel_psnr,
             })
         }
-        None => None,
+        _ => None,
     };
     let mut refined = None;
-    if let Some(net) = refiner {
+    // On the kernel-crop path the result already is USRNet's.
+    if let (Some(net), Some(_), None) = (plan.usrnet, args.refine, job.region) {
         check_interrupt(|| format!("{} (before --refine)", job.name))?;
         let (usr, _) = net
             .restore(ctx, &job.lr, &kern, sf, args.noise / 255.0)
@@ -906,12 +1164,22 @@ fn restore(
         .iter()
         .map(|s| set.final_path(s).display().to_string())
         .collect();
-    if refiner.is_some() {
+    if args.refine.is_some() && job.region.is_none() {
         outputs.push(set.final_path("usrnet.png").display().to_string());
+    }
+    if job.region.is_some() {
+        outputs.push(set.final_path("crop_sr.png").display().to_string());
     }
     if !out.logs.is_empty() {
         outputs.push(set.final_path("curves.png").display().to_string());
     }
+    let crop_note = kernel_crop.as_ref().map(|c| {
+        format!(
+            " (kernel from a {w}x{h} crop, {} tiles restored in {:.1} s)",
+            c.tiles.len(),
+            c.restore_seconds
+        )
+    });
     let report = Report {
         dkp_version: env!("CARGO_PKG_VERSION"),
         method: METHOD,
@@ -927,8 +1195,14 @@ fn restore(
         adapter: &ctx.summary,
         config: cfg,
         prior: format!("{prior_kind:?}"),
-        lr_size: [h, w],
+        lr_size: [full_h, full_w],
         sr_size: [sh, sw],
+        restore: if job.region.is_some() {
+            "usrnet-tiled"
+        } else {
+            "dip-dkp"
+        },
+        kernel_crop,
         seconds: out.seconds,
         seconds_per_step: out.seconds / cfg.total_steps().max(1) as f64,
         parameters: out.parameters,
@@ -955,8 +1229,11 @@ fn restore(
     set.commit(&RESULT_SUFFIXES, MANIFEST)?;
     let mut line = format!(
         "{}: {}x{} -> {}x{} in {:.1} s",
-        task.set, w, h, sw, sh, out.seconds
+        task.set, full_w, full_h, sw, sh, out.seconds
     );
+    if let Some(note) = crop_note {
+        line += &note;
+    }
     if let Some(s) = score {
         line += &format!(", PSNR {:.2} dB, SSIM {:.4}", s.psnr, s.ssim);
     }

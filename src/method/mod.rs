@@ -13,3 +13,4 @@ pub mod dip_dkp;
 pub mod metrics;
 pub mod prior;
 pub mod rng;
+pub mod tiling;

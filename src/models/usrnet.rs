@@ -202,16 +202,29 @@ impl Usrnet {
         sf: usize,
         sigma: f32,
     ) -> Result<(RgbImage, f64)> {
+        let t0 = std::time::Instant::now();
+        let out = self.restore_raw(ctx, lr, k, sf, sigma)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let sr = RgbImage::from_output(&out, sf * lr.width, sf * lr.height, lr.bit_depth)?;
+        Ok((sr, secs))
+    }
+
+    /// [`Usrnet::restore`]'s output before quantisation (CHW f32, `3 x sf·h x sf·w`): what
+    /// the tiled restore blends.
+    pub fn restore_raw(
+        &self,
+        ctx: &Arc<Context>,
+        lr: &RgbImage,
+        k: &Kernel,
+        sf: usize,
+        sigma: f32,
+    ) -> Result<Vec<f32>> {
         let (w, h) = (lr.width, lr.height);
         let data: Vec<f32> = lr.data.iter().map(|&v| v as f32).collect();
         let y = Tensor::from_slice(ctx, &data, &[1, 3, h, w])?;
         let kc = correlation_to_convolution(&k.data, k.size)?;
         let kt = Tensor::from_slice(ctx, &kc, &[k.size, k.size])?;
-        let t0 = std::time::Instant::now();
-        let out = self.forward(&y, &kt, sf, sigma)?.to_vec()?;
-        let secs = t0.elapsed().as_secs_f64();
-        let sr = RgbImage::from_output(&out, sf * w, sf * h, lr.bit_depth)?;
-        Ok((sr, secs))
+        self.forward(&y, &kt, sf, sigma)?.to_vec()
     }
 
     pub fn from_weights(ctx: &Arc<Context>, wf: &WeightFile) -> Result<Usrnet> {
