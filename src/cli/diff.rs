@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use dkp::Context;
 use dkp::Tensor;
 use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
-use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
+use dkp::io::kernel::{Kernel, estimate_panels, read_kernel, write_kernel_png, write_kernel_txt};
 use dkp::io::result_set::ResultSet;
 use dkp::io::weights::WeightFile;
 use dkp::method::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, Warmup, estimate_image};
@@ -449,7 +449,14 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
     }
     save_png(&set.path("diffdkp.png"), &out, Quantize::Round)?;
     write_kernel_txt(&set.path("kernel.txt"), &k)?;
-    write_kernel_png(&set.path("kernel.png"), &k, 8)?;
+    let kpsnr = match &kgt {
+        Some(g) => Some(kernel_psnr(&g.data, &k.data)?),
+        None => None,
+    };
+    write_kernel_png(
+        &set.path("kernel.png"),
+        &estimate_panels(&k, kgt.as_ref(), kpsnr),
+    )?;
     let seconds = t0.elapsed().as_secs_f64();
     let score = match &hr {
         Some(hr) => Some(evaluate_pair(hr, &out, args.sf)?),
@@ -461,11 +468,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
             s.psnr, s.ssim, args.sf
         );
     }
-    let mut kpsnr = None;
-    if let Some(g) = kgt {
-        let v = kernel_psnr(&g.data, &k.data)?;
+    if let Some(v) = kpsnr {
         println!("{name}: kernel PSNR {v:.2} dB");
-        kpsnr = Some(v);
     }
     // Machine-readable record of the run.
     let report = serde_json::json!({

@@ -12,7 +12,8 @@ use dkp::io::image::{
     Quantize, RgbImage, decode_rgb_bytes, load_rgb, load_rgb_alpha, modcrop, save_png_with_alpha,
 };
 use dkp::io::kernel::{
-    Kernel, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png, write_kernel_txt,
+    Kernel, estimate_panels, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png,
+    write_kernel_txt,
 };
 use dkp::io::result_set::{ResultSet, existing_members};
 use dkp::io::write_atomic;
@@ -846,7 +847,6 @@ fn restore(
     let kern = Kernel::new(cfg.k_size, out.kernel.iter().map(|&v| v as f64).collect())?;
     write_kernel_txt(&set.path("kernel.txt"), &kern)?;
     write_kernel_mat(&set.path("kernel.mat"), &kern)?;
-    write_kernel_png(&set.path("kernel.png"), &kern, 16)?;
     let score = match &job.hr {
         Some(hr) => Some(dkp::method::metrics::evaluate_pair(hr, &sr, sf)?),
         None => None,
@@ -855,6 +855,10 @@ fn restore(
         Some(k) => Some(dkp::method::metrics::kernel_psnr(&k.data, &kern.data)?),
         None => None,
     };
+    write_kernel_png(
+        &set.path("kernel.png"),
+        &estimate_panels(&kern, job.kernel.as_ref(), kernel_psnr),
+    )?;
     let last_step = match &out.last {
         Some((x, k)) => {
             let score = match &job.hr {
