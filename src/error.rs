@@ -49,6 +49,9 @@ pub enum Error {
     /// The caller asked the run to stop (Ctrl-C, SIGTERM) between two steps.
     #[error("interrupted at {0}")]
     Interrupted(String),
+    /// Drawing a figure failed (plotters or the embedded font).
+    #[error("plot: {0}")]
+    Plot(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error(transparent)]

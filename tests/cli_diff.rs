@@ -277,9 +277,17 @@ fn diff_runs_with_mini_unet() {
         assert!(frames.join(f).is_file(), "frame {f}");
     }
     assert!(!frames.join("x0_step001.png").exists());
-    // The strip holds one half-size x̂0 per step here (3 steps < 10), 2-px gaps.
-    let strip = image::open(out.join("obs_x0_strip.png")).unwrap();
-    assert_eq!((strip.width(), strip.height()), (3 * 16 + 2 * 2, 16));
+    // The strip holds one half-size (16-px) x̂0 per step here (3 steps < 10), 2-px gaps, each
+    // under a band labelled with its step; the columns are widened to fit "step 1/3", "t = …".
+    let strip = image::open(out.join("obs_x0_strip.png")).unwrap().to_rgb8();
+    let (sw, sh) = strip.dimensions();
+    assert!(sw >= 3 * 16 + 2 * 2 && sh > 16, "{sw}x{sh}");
+    let band = sh - 16;
+    let inked = (0..band)
+        .flat_map(|y| (0..sw).map(move |x| (x, y)))
+        .filter(|&(x, y)| strip.get_pixel(x, y).0.iter().all(|&c| c < 90))
+        .count();
+    assert!(inked > 30, "no step labels above the thumbnails");
     for f in [
         "obs_diffdkp.png",
         "obs_kernel.txt",

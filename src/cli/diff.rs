@@ -9,8 +9,9 @@ use clap::{Args, ValueEnum};
 
 use dkp::Context;
 use dkp::Tensor;
-use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png};
-use dkp::io::kernel::{Kernel, read_kernel, write_kernel_png, write_kernel_txt};
+use dkp::io::image::{Quantize, RgbImage, load_rgb, save_png, save_png_u8};
+use dkp::io::kernel::{Kernel, estimate_panels, read_kernel, write_kernel_png, write_kernel_txt};
+use dkp::io::plot::RgbPicture;
 use dkp::io::result_set::ResultSet;
 use dkp::io::weights::WeightFile;
 use dkp::method::diff_dkp::{DiffDkp, DiffDkpConfig, DiffMode, Warmup, estimate_image};
@@ -132,24 +133,72 @@ const MANIFEST: &str = "report.json";
 /// Number of x̂0 thumbnails in the NAME_x0_strip.png overview.
 const STRIP_LEN: usize = 10;
 
-/// Thumbnails side by side with a 2-px white gap.
-fn strip(tiles: &[RgbImage]) -> dkp::Result<RgbImage> {
-    let (th, tw) = (tiles[0].height, tiles[0].width);
+/// One x̂0 thumbnail of the strip and when it was taken.
+struct StripTile {
+    img: RgbImage,
+    /// Sampling steps done, 1..=n.
+    step: usize,
+    /// The diffusion timestep of the 1000-step schedule the step denoised from.
+    t: usize,
+}
+
+/// Height of the strip's label band (two lines of text).
+const STRIP_BAND: usize = 36;
+const STRIP_TEXT: f64 = 12.0;
+
+/// Thumbnails side by side with a 2-px white gap, each under a white band naming its sampling
+/// step ("step k/n") and diffusion timestep ("t = T"); a column is widened for its label when
+/// the thumbnail is narrower than it.
+fn strip(tiles: &[StripTile], n: usize) -> dkp::Result<RgbPicture> {
+    use dkp::io::plot::{Align, draw_text, text_width};
+    let (th, tw) = (tiles[0].img.height, tiles[0].img.width);
     let gap = 2;
-    let w = tiles.len() * tw + (tiles.len() - 1) * gap;
-    let mut out = vec![1f64; 3 * th * w];
+    let labels: Vec<[String; 2]> = tiles
+        .iter()
+        .map(|t| [format!("step {}/{n}", t.step), format!("t = {}", t.t)])
+        .collect();
+    let mut cw = tw;
+    for l in labels.iter().flatten() {
+        cw = cw.max(text_width(l, STRIP_TEXT)? as usize + 6);
+    }
+    let w = tiles.len() * cw + (tiles.len() - 1) * gap;
+    let h = STRIP_BAND + th;
+    let mut rgb = vec![255u8; 3 * w * h];
     for (i, t) in tiles.iter().enumerate() {
-        let x0 = i * (tw + gap);
-        for c in 0..3 {
-            let plane = t.plane(c);
-            for y in 0..th {
-                for x in 0..tw {
-                    out[(c * th + y) * w + x0 + x] = plane[y * tw + x];
-                }
-            }
+        let x0 = i * (cw + gap) + (cw - tw) / 2;
+        let px = t.img.to_rgb8(Quantize::Round);
+        for y in 0..th {
+            let row = 3 * ((STRIP_BAND + y) * w + x0);
+            rgb[row..row + 3 * tw].copy_from_slice(&px[3 * y * tw..3 * (y + 1) * tw]);
         }
     }
-    RgbImage::new(w, th, out)
+    for (i, l) in labels.iter().enumerate() {
+        let cx = (i * (cw + gap) + cw / 2) as i32;
+        let ink = [20, 20, 20];
+        draw_text(
+            &mut rgb,
+            (w, h),
+            &l[0],
+            (cx, 10),
+            STRIP_TEXT,
+            Align::Center,
+            ink,
+        )?;
+        draw_text(
+            &mut rgb,
+            (w, h),
+            &l[1],
+            (cx, 26),
+            STRIP_TEXT,
+            Align::Center,
+            ink,
+        )?;
+    }
+    Ok(RgbPicture {
+        width: w,
+        height: h,
+        rgb,
+    })
 }
 
 /// The released Diff-DKP observation (§6.1 step 3) from an HR tensor `[1,3,S,S]` in [0,1].
@@ -384,6 +433,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         .map(|j| (j * n).div_ceil(STRIP_LEN.min(n)))
         .collect();
     let mut tiles = Vec::new();
+    // Step `done` (= n - i) denoises from the kept timestep `i` of the respaced schedule.
+    let timesteps = dd.schedule.timesteps.clone();
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
         ProgressStyle::with_template("diff [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
@@ -430,7 +481,11 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
             }
             if in_strip {
                 // Half-size thumbnail (2x2 box) made on the GPU: a quarter of the readback.
-                tiles.push(host(&dkp::ops::avg_pool2x2(&img)?, size / 2)?);
+                tiles.push(StripTile {
+                    img: host(&dkp::ops::avg_pool2x2(&img)?, size / 2)?,
+                    step: done,
+                    t: timesteps.get(i).copied().unwrap_or(i),
+                });
             }
         }
         Ok(())
@@ -445,11 +500,25 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
         kernel_t.to_vec()?.iter().map(|&x| x as f64).collect(),
     )?;
     if !tiles.is_empty() {
-        save_png(&set.path("x0_strip.png"), &strip(&tiles)?, Quantize::Round)?;
+        let pic = strip(&tiles, n)?;
+        save_png_u8(
+            &set.path("x0_strip.png"),
+            pic.width,
+            pic.height,
+            3,
+            &pic.rgb,
+        )?;
     }
     save_png(&set.path("diffdkp.png"), &out, Quantize::Round)?;
     write_kernel_txt(&set.path("kernel.txt"), &k)?;
-    write_kernel_png(&set.path("kernel.png"), &k, 8)?;
+    let kpsnr = match &kgt {
+        Some(g) => Some(kernel_psnr(&g.data, &k.data)?),
+        None => None,
+    };
+    write_kernel_png(
+        &set.path("kernel.png"),
+        &estimate_panels(&k, kgt.as_ref(), kpsnr),
+    )?;
     let seconds = t0.elapsed().as_secs_f64();
     let score = match &hr {
         Some(hr) => Some(evaluate_pair(hr, &out, args.sf)?),
@@ -461,11 +530,8 @@ pub fn run(opts: &dkp::ContextOptions, args: &DiffArgs) -> Result<()> {
             s.psnr, s.ssim, args.sf
         );
     }
-    let mut kpsnr = None;
-    if let Some(g) = kgt {
-        let v = kernel_psnr(&g.data, &k.data)?;
+    if let Some(v) = kpsnr {
         println!("{name}: kernel PSNR {v:.2} dB");
-        kpsnr = Some(v);
     }
     // Machine-readable record of the run.
     let report = serde_json::json!({

@@ -13,7 +13,8 @@ use dkp::io::image::{
     save_png_with_alpha,
 };
 use dkp::io::kernel::{
-    Kernel, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png, write_kernel_txt,
+    Kernel, estimate_panels, kernel_from_text, read_kernel, write_kernel_mat, write_kernel_png,
+    write_kernel_txt,
 };
 use dkp::io::result_set::{ResultSet, existing_members};
 use dkp::io::write_atomic;
@@ -1106,7 +1107,6 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
     save_png_with_alpha(&set.path("sr.png"), &sr, alpha, Quantize::Round)?;
     write_kernel_txt(&set.path("kernel.txt"), &kern)?;
     write_kernel_mat(&set.path("kernel.mat"), &kern)?;
-    write_kernel_png(&set.path("kernel.png"), &kern, 16)?;
     let score = match &job.hr {
         Some(hr) => Some(dkp::method::metrics::evaluate_pair(hr, &sr, sf)?),
         None => None,
@@ -1115,6 +1115,10 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
         Some(k) => Some(dkp::method::metrics::kernel_psnr(&k.data, &kern.data)?),
         None => None,
     };
+    write_kernel_png(
+        &set.path("kernel.png"),
+        &estimate_panels(&kern, job.kernel.as_ref(), kernel_psnr),
+    )?;
     // The last step's scores are of the DIP output, which is the result only without a crop.
     let last_step = match &out.last {
         Some((x, k)) if job.region.is_none() => {
@@ -1158,7 +1162,12 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
         }
     }
     if !out.logs.is_empty() {
-        write_curves(&set.path("curves.png"), &out.logs, job)?;
+        let title = format!(
+            "{}: DIP-DKP ×{sf}, {} DIP steps",
+            task.set,
+            cfg.total_steps()
+        );
+        write_curves(&set.path("curves.png"), title, &out.logs, job, cfg.output)?;
     }
     let mut outputs: Vec<String> = ["sr.png", "kernel.txt", "kernel.mat", "kernel.png"]
         .iter()
@@ -1263,44 +1272,90 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
     Ok(())
 }
 
-/// The loss / PSNR / kernel PSNR / LR-fit curves of a run.
-fn write_curves(path: &Path, logs: &[StepLog], job: &Job) -> Result<()> {
-    let xs: Vec<f64> = logs.iter().map(|l| l.step as f64).collect();
-    let loss: Vec<f64> = logs.iter().map(|l| l.image_loss as f64).collect();
-    let psnr: Vec<f64> = logs.iter().map(|l| l.psnr.unwrap_or(f64::NAN)).collect();
-    let kpsnr: Vec<f64> = logs
-        .iter()
-        .map(|l| l.kernel_psnr.unwrap_or(f64::NAN))
-        .collect();
-    let lr_fit: Vec<f64> = logs.iter().map(|l| l.lr_psnr).collect();
-    let mut series = vec![dkp::io::plot::Series {
-        xs: &xs,
-        ys: &loss,
-        log: true,
-        color: [200, 40, 40],
-    }];
+/// The curves of a run, one panel each: the two training losses (log scale), the LR fit (no
+/// ground truth needed) and, when ground truth is known, PSNR and kernel PSNR. Every PSNR panel
+/// shows the current step and the moving average (EMA); the legend marks the one `output` wrote.
+fn write_curves(
+    path: &Path,
+    title: String,
+    logs: &[StepLog],
+    job: &Job,
+    output: OutputRule,
+) -> Result<()> {
+    use dkp::io::plot::{Figure, Line, Panel};
+    // x: DIP steps done (the progress bar's count).
+    let x = |l: &StepLog| (l.step + 1) as f64;
+    let line = |label: &str, color, width, y: &dyn Fn(&StepLog) -> f64| Line {
+        label: label.to_string(),
+        points: logs.iter().map(|l| (x(l), y(l))).collect(),
+        color,
+        width,
+        dashed: false,
+    };
+    let ema_is_output = matches!(output, OutputRule::Ema { .. });
+    let (cur, ema) = if ema_is_output {
+        ("current step", "moving average (EMA), the output")
+    } else {
+        ("current step, the output", "moving average (EMA)")
+    };
+    // A light thin curve for the current step, a strong one for its moving average.
+    let pair = |light, strong, now: &dyn Fn(&StepLog) -> f64, avg: &dyn Fn(&StepLog) -> f64| {
+        vec![line(cur, light, 1, now), line(ema, strong, 2, avg)]
+    };
+    let mut panels = vec![
+        Panel {
+            title: "Training losses".into(),
+            y_label: "loss (log scale)".into(),
+            log_y: true,
+            lines: vec![
+                line("image loss", [200, 50, 40], 2, &|l| l.image_loss as f64),
+                // Dashed: it often lies on the image loss.
+                Line {
+                    dashed: true,
+                    ..line("kernel loss", [40, 90, 200], 2, &|l| l.kernel_loss as f64)
+                },
+            ],
+        },
+        Panel {
+            title: "LR fit: output re-degraded vs the LR input".into(),
+            y_label: "LR-fit PSNR (dB)".into(),
+            log_y: false,
+            lines: pair([190, 160, 215], [120, 50, 170], &|l| l.lr_psnr, &|l| {
+                l.lr_psnr_ema
+            }),
+        },
+    ];
     if job.hr.is_some() {
-        series.push(dkp::io::plot::Series {
-            xs: &xs,
-            ys: &psnr,
-            log: false,
-            color: [30, 90, 200],
+        panels.push(Panel {
+            title: "Image vs the ground-truth HR image".into(),
+            y_label: "PSNR (dB)".into(),
+            log_y: false,
+            lines: pair(
+                [150, 180, 230],
+                [30, 90, 200],
+                &|l| l.psnr.unwrap_or(f64::NAN),
+                &|l| l.psnr_ema.unwrap_or(f64::NAN),
+            ),
         });
     }
     if job.kernel.is_some() {
-        series.push(dkp::io::plot::Series {
-            xs: &xs,
-            ys: &kpsnr,
-            log: false,
-            color: [30, 150, 60],
+        panels.push(Panel {
+            title: "Kernel vs the ground-truth kernel".into(),
+            y_label: "kernel PSNR (dB)".into(),
+            log_y: false,
+            lines: pair(
+                [150, 205, 160],
+                [30, 140, 60],
+                &|l| l.kernel_psnr.unwrap_or(f64::NAN),
+                &|l| l.kernel_psnr_ema.unwrap_or(f64::NAN),
+            ),
         });
     }
-    series.push(dkp::io::plot::Series {
-        xs: &xs,
-        ys: &lr_fit,
-        log: false,
-        color: [150, 60, 170],
-    });
-    dkp::io::plot::write(path, &series)?;
+    let fig = Figure {
+        title,
+        x_label: "DIP step".into(),
+        panels,
+    };
+    dkp::io::plot::write(path, &fig)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use dkp::io::image::{Quantize, load_rgb, save_png, save_png_u8};
-use dkp::io::kernel::{Kernel, write_kernel_mat, write_kernel_png, write_kernel_txt};
+use dkp::io::kernel::{Kernel, KernelPanel, write_kernel_mat, write_kernel_png, write_kernel_txt};
 use dkp::method::dataset::prepare_image;
 use dkp::method::rng::NumpyRng;
 
@@ -105,7 +105,13 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
         )?;
         write_kernel_mat(&k_dir.join(format!("{name}.mat")), &k)?;
         write_kernel_txt(&k_dir.join(format!("{name}.txt")), &k)?;
-        write_kernel_png(&k_dir.join(format!("{name}.png")), &k, 16)?;
+        write_kernel_png(
+            &k_dir.join(format!("{name}.png")),
+            &[KernelPanel {
+                title: "ground truth".into(),
+                kernel: &k,
+            }],
+        )?;
         save_png(&hr_dir.join(format!("{name}.png")), &p.hr, Quantize::Round)?;
         let line = format!(
             "{sf} {name} {}x{} {}x{} {:.10} {:.10} {:.10} {} {:.10}",

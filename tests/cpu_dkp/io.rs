@@ -3,8 +3,8 @@ use std::path::Path;
 use dkp::Error;
 use dkp::io::image::{MAX_PIXELS, Quantize, RgbImage, load_rgb, save_png};
 use dkp::io::kernel::{
-    Kernel, read_kernel, read_kernel_mat, read_kernel_txt, write_kernel_mat, write_kernel_png,
-    write_kernel_txt,
+    Kernel, KernelPanel, read_kernel, read_kernel_mat, read_kernel_txt, write_kernel_mat,
+    write_kernel_png, write_kernel_txt,
 };
 use dkp::io::mat::parse_mat;
 
@@ -64,12 +64,30 @@ fn kernel_files_roundtrip_and_errors() {
     );
     write_kernel_mat(&m, &k).unwrap();
     write_kernel_txt(&t, &k).unwrap();
-    write_kernel_png(&p, &k, 16).unwrap();
+    write_kernel_png(
+        &p,
+        &[KernelPanel {
+            title: "k".into(),
+            kernel: &k,
+        }],
+    )
+    .unwrap();
     assert_eq!(read_kernel(&m).unwrap(), k);
     assert_eq!(read_kernel(&t).unwrap(), k);
+    // The figure: the 3x3 kernel enlarged to about 300 px, the largest tap in the colour map's
+    // top colour (viridis yellow), plus a title, a colour bar and a caption around it.
     let pic = load_rgb(&p).unwrap();
-    assert_eq!((pic.width, pic.height), (48, 48));
-    assert_eq!(pic.plane(0)[16 * 48 + 16], 1.0); // the max tap is white
+    assert!(
+        pic.width > 3 * 100 && pic.height > 3 * 100,
+        "{}x{}",
+        pic.width,
+        pic.height
+    );
+    let yellow = dkp::io::plot::viridis(1.0);
+    let n = (0..pic.width * pic.height)
+        .filter(|&i| (0..3).all(|c| (pic.plane(c)[i] * 255.0).round() as u8 == yellow[c]))
+        .count();
+    assert!(n >= 100 * 100, "{n} pixels in the top colour");
     // errors: wrong extension, missing file, bad contents, missing variable
     assert!(read_kernel(&p).is_err());
     assert!(read_kernel(&tmp.path().join("none.mat")).is_err());
