@@ -41,7 +41,18 @@ enum Cmd {
     Bench(cli::bench::BenchArgs),
 }
 
+/// Mesa's Vulkan drivers (lavapipe among them) execute a submit on the calling thread unless
+/// asked for a submit thread; with one, recording the next batch overlaps executing this one
+/// (`dkp bench dip` at 64² ×2, 32 channels, on lavapipe: 0.21 → 0.18 s per step). An explicit
+/// setting by the user wins.
+const SUBMIT_THREAD_VAR: &str = "MESA_VK_ENABLE_SUBMIT_THREAD";
+
 fn main() {
+    if std::env::var_os(SUBMIT_THREAD_VAR).is_none() {
+        // SAFETY: nothing else runs yet (no threads, no Vulkan instance) to read the
+        // environment concurrently.
+        unsafe { std::env::set_var(SUBMIT_THREAD_VAR, "1") };
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,dkp=info"))
         .init();
     let cli = Cli::parse();

@@ -15,6 +15,9 @@ pub enum BenchWhat {
     Ops,
     /// The full guided-diffusion UNet with random weights: s/step and peak memory.
     Unet,
+    /// Whole DIP-DKP steps (paper network by default): s/step, dispatches, submits,
+    /// readbacks and host µs per dispatch, peak memory.
+    Dip,
 }
 
 #[derive(Args)]
@@ -42,9 +45,19 @@ pub struct BenchArgs {
     /// `unet`: add the 256² classifier's guidance gradient (random weights) to each step.
     #[arg(long)]
     pub classifier: bool,
-    /// `unet`: print the per-shader GPU time table of the timed iterations.
+    /// `unet`, `dip`: print the per-shader GPU time table of the timed iterations.
     #[arg(long)]
     pub profile: bool,
+    /// `dip`: HR side and scale factor, e.g. `96x4` (repeatable; default 96x4 and 256x2).
+    #[arg(long)]
+    pub case: Vec<String>,
+    /// `dip`: channels of the DIP network (128 is the paper's).
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
+    pub channels: usize,
+    /// `dip`: DIP steps to time (rounded up to whole outer iterations of 5); `--warmup`
+    /// outer iterations run first, untimed.
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10000))]
+    pub steps: usize,
 }
 
 type CaseFn = Box<dyn Fn() -> dkp::Result<()>>;
@@ -197,8 +210,10 @@ struct Row {
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
-    if let BenchWhat::Unet = args.what {
-        return super::bench_unet::run(opts, args);
+    match args.what {
+        BenchWhat::Unet => return super::bench_unet::run(opts, args),
+        BenchWhat::Dip => return super::bench_dip::run(opts, args),
+        BenchWhat::Ops => {}
     }
     let mut opts = opts.clone();
     opts.profile = true;

@@ -416,6 +416,8 @@ struct Report<'a> {
     lr_psnr: Option<f64>,
     preset: String,
     adapter: &'a dkp::gpu::AdapterSummary,
+    /// Whether shaders ran with wgpu's runtime bounds checks (`DKP_SHADER_CHECKS`).
+    shader_checks: bool,
     config: &'a DipDkpConfig,
     prior: String,
     lr_size: [usize; 2],
@@ -1202,6 +1204,7 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
         }),
         preset: format!("{preset:?}").to_lowercase(),
         adapter: &ctx.summary,
+        shader_checks: ctx.shader_checks(),
         config: cfg,
         prior: format!("{prior_kind:?}"),
         lr_size: [full_h, full_w],

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod bench_dip;
 pub mod bench_unet;
 pub mod common;
 pub mod diff;

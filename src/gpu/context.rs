@@ -11,6 +11,7 @@ use super::pipelines::{KernelKey, PipelineCache};
 use super::pool::{BufferPool, GpuBuffer, PoolStats};
 use super::profiler::Profiler;
 use super::recorder::{BufRange, Cmd, DispatchCmd, Recorder};
+use super::stats::{Counter, Counters, GpuStats};
 use crate::autograd::TapeSet;
 use crate::error::{Error, Result};
 
@@ -98,7 +99,22 @@ pub struct Context {
     force_f32: AtomicBool,
     /// MAP_READ staging buffers for readback, reused by size class.
     staging: Mutex<std::collections::HashMap<u64, Vec<wgpu::Buffer>>>,
+    counters: Counters,
 }
+
+/// Which bind group a dispatch needs: the kernel (by its cache entry, which lives as long as
+/// the context) and every storage range; the uniform block comes as a dynamic offset.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct BindKey {
+    kernel: usize,
+    uniform_size: u64,
+    ranges: Vec<(wgpu::Buffer, u64, u64)>,
+}
+
+pub(crate) type BindGroupCache = std::collections::HashMap<BindKey, wgpu::BindGroup>;
+
+/// Bind groups kept at most (a DIP-DKP step at the paper size uses about a thousand).
+const MAX_CACHED_BIND_GROUPS: usize = 16384;
 
 /// List the adapters wgpu can see for the requested backends.
 pub fn enumerate(backend: Option<&str>) -> Vec<wgpu::Adapter> {
@@ -251,7 +267,7 @@ impl Context {
             features,
             tuning,
             pool: BufferPool::new(),
-            pipelines: PipelineCache::default(),
+            pipelines: PipelineCache::new()?,
             recorder: Mutex::new(Recorder::new(align)),
             profiler: Mutex::new(profiler),
             max_tasks,
@@ -260,6 +276,7 @@ impl Context {
             tapes: TapeSet::default(),
             force_f32: AtomicBool::new(false),
             staging: Mutex::new(std::collections::HashMap::new()),
+            counters: Counters::default(),
         }))
     }
 
@@ -301,8 +318,17 @@ impl Context {
     pub fn trim_pool(&self) -> Result<()> {
         self.flush()?;
         self.wait()?;
+        self.rec().bind_groups.clear();
         self.pool.trim();
         Ok(())
+    }
+    /// What the host has done for the GPU so far (see [`GpuStats`]).
+    pub fn stats(&self) -> GpuStats {
+        self.counters.snapshot()
+    }
+    /// Whether shaders are compiled with wgpu's runtime checks (`DKP_SHADER_CHECKS`).
+    pub fn shader_checks(&self) -> bool {
+        self.pipelines.checks()
     }
     pub fn pipelines_cached(&self) -> usize {
         self.pipelines.len()
@@ -356,6 +382,7 @@ impl Context {
         dst_offset: u64,
         size: u64,
     ) -> Result<()> {
+        self.counters.add(Counter::Copy, 1);
         let mut rec = self.rec();
         rec.cmds.push(Cmd::Copy {
             src: src.clone(),
@@ -406,6 +433,7 @@ impl Context {
         flops: f64,
         bytes: f64,
     ) -> Result<()> {
+        let t0 = Instant::now();
         let max = self.max_binding();
         for b in bindings {
             if b.size > max {
@@ -441,6 +469,9 @@ impl Context {
             rec.dispatches += 1;
             rec.dispatches >= self.max_tasks
         };
+        self.counters.add(Counter::Dispatch, 1);
+        self.counters
+            .add(Counter::RecordNs, t0.elapsed().as_nanos() as u64);
         if flush {
             self.flush()?;
         }
@@ -468,6 +499,7 @@ impl Context {
             drop(rec);
             return self.check_errors();
         }
+        let t_encode = Instant::now();
         let cmds = std::mem::take(&mut rec.cmds);
         let arena = std::mem::take(&mut rec.arena);
         rec.dispatches = 0;
@@ -483,6 +515,8 @@ impl Context {
                     mapped_at_creation: false,
                 });
                 rec.uniform_buf = Some(b.clone());
+                // Cached bind groups name the old arena: they can never match again.
+                rec.bind_groups.clear();
                 b
             }
         };
@@ -554,7 +588,7 @@ impl Context {
                                     end_of_pass_write_index: Some(2 * q + 1),
                                 }),
                             });
-                            self.encode_dispatch(&mut pass, d, &ubuf);
+                            self.encode_dispatch(&mut pass, d, &ubuf, &mut rec.bind_groups);
                             labels.push((d.kernel.label.clone(), d.flops, d.bytes));
                         }
                     } else {
@@ -564,7 +598,7 @@ impl Context {
                         });
                         for c in &cmds[i..j] {
                             let Cmd::Dispatch(d) = c else { unreachable!() };
-                            self.encode_dispatch(&mut pass, d, &ubuf);
+                            self.encode_dispatch(&mut pass, d, &ubuf, &mut rec.bind_groups);
                             if prof.is_some() {
                                 labels.push((d.kernel.label.clone(), d.flops, d.bytes));
                             }
@@ -578,8 +612,15 @@ impl Context {
             enc.resolve_query_set(qs, 0..2 * n_disp, resolve, 0);
             enc.copy_buffer_to_buffer(resolve, 0, read, 0, Some(16 * n_disp as u64));
         }
+        let cb = enc.finish();
         let t0 = Instant::now();
-        self.queue.submit([enc.finish()]);
+        self.counters
+            .add(Counter::EncodeNs, (t0 - t_encode).as_nanos() as u64);
+        self.queue.submit([cb]);
+        self.counters.add(Counter::Submit, 1);
+        // A software adapter without a submit thread executes the work inside the submit.
+        self.counters
+            .add(Counter::SubmitNs, t0.elapsed().as_nanos() as u64);
         if let Some(p) = prof.as_mut() {
             // Profiling mode waits for each batch so timings belong to it.
             self.wait()?;
@@ -611,38 +652,72 @@ impl Context {
         self.check_errors()
     }
 
+    /// Bind and dispatch `d`. Bind groups are cached per (kernel, buffer ranges): the
+    /// uniform block is bound with a dynamic offset, so a kernel that runs again on the same
+    /// tensors (every training step) reuses the bind group built the first time.
+    // A buffer hashes and compares by its id, which its interior state never changes.
+    #[allow(clippy::mutable_key_type)]
     fn encode_dispatch(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         d: &DispatchCmd,
         ubuf: &wgpu::Buffer,
+        cache: &mut BindGroupCache,
     ) {
-        let mut entries = Vec::with_capacity(d.bindings.len() + 1);
-        entries.push(wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: ubuf,
-                offset: d.uniform_offset,
-                size: std::num::NonZeroU64::new(d.uniform_size),
-            }),
-        });
-        for (k, b) in d.bindings.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: k as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &b.buffer,
-                    offset: b.offset,
-                    size: std::num::NonZeroU64::new(b.size.max(4)),
-                }),
-            });
-        }
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &d.kernel.layout,
-            entries: &entries,
-        });
+        let key = BindKey {
+            kernel: Arc::as_ptr(&d.kernel) as usize,
+            uniform_size: d.uniform_size,
+            ranges: d
+                .bindings
+                .iter()
+                .map(|b| (b.buffer.clone(), b.offset, b.size))
+                .collect(),
+        };
+        let bg = match cache.get(&key) {
+            Some(bg) => {
+                self.counters.add(Counter::BindGroupReused, 1);
+                bg.clone()
+            }
+            None => {
+                let mut entries = Vec::with_capacity(d.bindings.len() + 1);
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: ubuf,
+                        offset: 0,
+                        size: std::num::NonZeroU64::new(d.uniform_size),
+                    }),
+                });
+                for (k, b) in d.bindings.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: k as u32 + 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &b.buffer,
+                            offset: b.offset,
+                            size: std::num::NonZeroU64::new(b.size.max(4)),
+                        }),
+                    });
+                }
+                let tb = Instant::now();
+                let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &d.kernel.layout,
+                    entries: &entries,
+                });
+                self.counters.add(Counter::BindGroupCreated, 1);
+                self.counters
+                    .add(Counter::BindNs, tb.elapsed().as_nanos() as u64);
+                if cache.len() >= MAX_CACHED_BIND_GROUPS {
+                    // A bind group keeps its buffers alive: bound the cache rather than
+                    // track every buffer's lifetime.
+                    cache.clear();
+                }
+                cache.insert(key, bg.clone());
+                bg
+            }
+        };
         pass.set_pipeline(&d.kernel.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
+        pass.set_bind_group(0, &bg, &[d.uniform_offset as u32]);
         pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
     }
 
@@ -673,6 +748,7 @@ impl Context {
                 mapped_at_creation: false,
             }),
         };
+        self.counters.add(Counter::Readback, 1);
         self.record_copy(src, offset, &staging, 0, size4)?;
         self.flush()?;
         let mut v = self.map_read(&staging, 0, size4)?;

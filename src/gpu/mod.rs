@@ -5,6 +5,7 @@ pub mod pipelines;
 pub mod pool;
 pub mod profiler;
 pub mod recorder;
+pub mod stats;
 
 pub use context::{
     AdapterSummary, Context, ContextOptions, Tuning, enumerate, shared_test_context,
@@ -12,3 +13,4 @@ pub use context::{
 pub use pipelines::{Const, KernelKey};
 pub use pool::{GpuBuffer, PoolStats};
 pub use recorder::BufRange;
+pub use stats::GpuStats;

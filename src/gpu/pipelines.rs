@@ -198,12 +198,98 @@ pub struct Compiled {
     pub label: Arc<str>,
 }
 
-#[derive(Default)]
 pub struct PipelineCache {
     map: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
+    /// Runtime bounds checks and workgroup zero-initialisation on (see [`shader_checks`]).
+    checks: bool,
+}
+
+/// Whether shaders are compiled with wgpu's runtime checks (bounds checks, loop bounding,
+/// workgroup memory zeroed): on in debug builds, which is what the tests run, off in release
+/// where they only cost time; `DKP_SHADER_CHECKS=1` (or `0`) overrides either.
+pub fn shader_checks() -> Result<bool> {
+    match std::env::var("DKP_SHADER_CHECKS") {
+        Ok(v) => match v.trim() {
+            "1" | "on" | "true" => Ok(true),
+            "0" | "off" | "false" => Ok(false),
+            _ => Err(Error::Invalid(format!(
+                "DKP_SHADER_CHECKS={v:?}: expected 1 (checks on) or 0 (off)"
+            ))),
+        },
+        Err(_) => Ok(cfg!(debug_assertions)),
+    }
+}
+
+/// The bind group layout of `entry`: `@group(0)` bindings the entry point uses, the uniform
+/// block with a dynamic offset (so bind groups can be cached while the uniform arena moves),
+/// storage buffers read-only unless declared writable.
+fn reflect_bindings(
+    src: &str,
+    entry: &str,
+) -> std::result::Result<Vec<wgpu::BindGroupLayoutEntry>, String> {
+    use wgpu::naga;
+    let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::empty(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| format!("{e:?}"))?;
+    let ep = module
+        .entry_points
+        .iter()
+        .position(|e| e.name == entry)
+        .ok_or_else(|| format!("no entry point `{entry}`"))?;
+    let uses = info.get_entry_point(ep);
+    let mut out = Vec::new();
+    for (h, var) in module.global_variables.iter() {
+        let Some(rb) = &var.binding else { continue };
+        if uses[h].is_empty() {
+            continue;
+        }
+        if rb.group != 0 {
+            return Err(format!(
+                "binding in group {} (only group 0 is bound)",
+                rb.group
+            ));
+        }
+        let ty = match var.space {
+            naga::AddressSpace::Uniform => wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: None,
+            },
+            naga::AddressSpace::Storage { access } => wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage {
+                    read_only: !access.contains(naga::StorageAccess::STORE),
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            other => return Err(format!("binding {} in address space {other:?}", rb.binding)),
+        };
+        out.push(wgpu::BindGroupLayoutEntry {
+            binding: rb.binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty,
+            count: None,
+        });
+    }
+    out.sort_by_key(|e| e.binding);
+    Ok(out)
 }
 
 impl PipelineCache {
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            map: Mutex::new(HashMap::new()),
+            checks: shader_checks()?,
+        })
+    }
+    /// Whether this cache compiles with the runtime checks on.
+    pub fn checks(&self) -> bool {
+        self.checks
+    }
     pub fn len(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
@@ -217,19 +303,45 @@ impl PipelineCache {
         }
         let src = key.render()?;
         let label = key.label();
+        let entries = reflect_bindings(&src, key.entry).map_err(|msg| Error::Shader {
+            kernel: label.clone(),
+            msg,
+        })?;
         // Compile inside an error scope so an invalid shader is an Err naming the kernel, never
         // an abort from the uncaptured-error handler.
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(src.into()),
+        };
+        let module = if self.checks {
+            device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel guards its own indices (the whole test suite runs with the
+            // checks on, see `shader_checks`), so the runtime bounds checks are redundant.
+            unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
-            layout: None,
+            layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some(key.entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                // Kernels that use workgroup memory write it before they read it.
+                zero_initialize_workgroup_memory: self.checks,
+                ..Default::default()
+            },
             cache: None,
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
@@ -238,7 +350,6 @@ impl PipelineCache {
                 msg: err.to_string(),
             });
         }
-        let layout = pipeline.get_bind_group_layout(0);
         let c = Arc::new(Compiled {
             pipeline,
             layout,

@@ -1,7 +1,7 @@
 //! Buffer pool: storage buffers are recycled by size class so a training loop that allocates the
 //! same shapes every step reaches a steady state and never grows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Usage shared by every pooled tensor buffer: kernels read/write them, copies move data in/out.
@@ -34,8 +34,13 @@ pub struct PoolStats {
     pub created: u64,
 }
 
+/// Idle buffers of one size class by creation serial. Handing out the oldest idle buffer
+/// (not the last freed) makes a training step that repeats the same allocations get the
+/// same buffers each time, so its bind groups are reused instead of rebuilt.
+type FreeList = BTreeMap<u64, wgpu::Buffer>;
+
 pub(crate) struct PoolInner {
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    free: Mutex<HashMap<u64, FreeList>>,
     stats: Mutex<PoolStats>,
 }
 
@@ -43,6 +48,7 @@ pub(crate) struct PoolInner {
 pub struct GpuBuffer {
     buffer: wgpu::Buffer,
     class: u64,
+    serial: u64,
     pool: Arc<PoolInner>,
 }
 
@@ -63,7 +69,7 @@ impl Drop for GpuBuffer {
         if let Ok(mut free) = self.pool.free.lock() {
             free.entry(self.class)
                 .or_default()
-                .push(self.buffer.clone());
+                .insert(self.serial, self.buffer.clone());
         }
     }
 }
@@ -98,19 +104,20 @@ impl BufferPool {
             .free
             .lock()
             .ok()
-            .and_then(|mut f| f.get_mut(&class).and_then(|v| v.pop()));
+            .and_then(|mut f| f.get_mut(&class).and_then(|v| v.pop_first()));
         let mut st = self.inner.stats.lock().expect("pool stats poisoned");
-        let buffer = match reused {
+        let (serial, buffer) = match reused {
             Some(b) => b,
             None => {
                 st.allocated += class;
                 st.created += 1;
-                device.create_buffer(&wgpu::BufferDescriptor {
+                let b = device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("dkp-tensor"),
                     size: class,
                     usage: TENSOR_USAGE,
                     mapped_at_creation: false,
-                })
+                });
+                (st.created, b)
             }
         };
         st.in_use += class;
@@ -118,6 +125,7 @@ impl BufferPool {
         GpuBuffer {
             buffer,
             class,
+            serial,
             pool: self.inner.clone(),
         }
     }
@@ -132,7 +140,7 @@ impl BufferPool {
         let mut st = self.inner.stats.lock().expect("pool stats poisoned");
         for (class, v) in free.drain() {
             st.allocated = st.allocated.saturating_sub(class * v.len() as u64);
-            for b in v {
+            for b in v.into_values() {
                 b.destroy();
             }
         }

@@ -41,6 +41,7 @@ pub(crate) struct Recorder {
     pub align: u64,
     pub dispatches: usize,
     pub uniform_buf: Option<wgpu::Buffer>,
+    pub bind_groups: super::context::BindGroupCache,
 }
 
 impl Recorder {
@@ -51,6 +52,7 @@ impl Recorder {
             align: align.max(16),
             dispatches: 0,
             uniform_buf: None,
+            bind_groups: Default::default(),
         }
     }
 
