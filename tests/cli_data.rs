@@ -317,3 +317,200 @@ fn eval_reads_a_dip_output_folder() {
         "{stdout}"
     );
 }
+
+/// A textured `n x n` test image (stripes and a diagonal ramp): its LR loses detail, so the
+/// LR, bicubic and HR panels of a sheet differ.
+fn textured(n: u32, seed: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(n, n, |x, y| {
+        let v = |c: u32| (((x * (3 + c) + y * (5 + seed)) % 17) * 15) as u8;
+        image::Rgb([v(0), v(1), v(2)])
+    })
+}
+
+/// `dkp eval --sheet` on a prepared set with results written directly: the sheet has one row
+/// per image and one panel per method (LR, bicubic, result, USRNet where any image has one, HR)
+/// at the size src/cli/sheet.rs documents, the LR panel is not the HR panel, a second run
+/// without --force is refused and one with it replaces the sheet.
+#[test]
+fn eval_writes_a_comparison_sheet() {
+    // The layout constants of src/cli/sheet.rs.
+    const GAP: usize = 6;
+    const TITLE_H: usize = 44;
+    const HEAD_H: usize = 24;
+    const LABEL_H: usize = 34;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let hr_in = d.join("hr_in");
+    std::fs::create_dir_all(&hr_in).unwrap();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        textured(40, i as u32)
+            .save(hr_in.join(format!("{name}.png")))
+            .unwrap();
+    }
+    let data = d.join("data");
+    let (ok, _, err) = run(dkp()
+        .args(["prepare", "--sf", "2", "--hr"])
+        .arg(&hr_in)
+        .arg("--out")
+        .arg(&data));
+    assert!(ok, "{err}");
+    // A dip-like result folder: NAME_sr.png (the HR slightly changed), one NAME_usrnet.png.
+    let res = d.join("res");
+    std::fs::create_dir_all(&res).unwrap();
+    for name in ["a", "b", "c"] {
+        let mut sr = image::open(data.join(format!("HR/{name}.png")))
+            .unwrap()
+            .to_rgb8();
+        for p in sr.pixels_mut() {
+            p.0[0] = p.0[0].saturating_add(9);
+        }
+        sr.save(res.join(format!("{name}_sr.png"))).unwrap();
+        if name == "a" {
+            sr.save(res.join("a_usrnet.png")).unwrap();
+        }
+    }
+    let sheet_cmd = |extra: &[&str]| {
+        let mut c = dkp();
+        c.arg("eval")
+            .arg(&res)
+            .arg(data.join("HR"))
+            .args(["--sf", "2", "--json", "--sheet", "--sheet-crop", "24"])
+            .args(extra);
+        run(&mut c)
+    };
+    let (ok, stdout, err) = sheet_cmd(&["--sheet-max", "2"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("first 2 of 3"), "the row cap is said: {err}");
+    let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(got["count"], 3, "every image is still scored");
+    let s = &got["sheet"];
+    let path = res.join("comparison.png");
+    assert_eq!(s["path"], path.display().to_string());
+    assert_eq!(
+        (s["rows"].as_u64(), s["left_out"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let cols: Vec<&str> = s["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(cols.len(), 5, "{cols:?}");
+    assert!(
+        cols[0].starts_with("LR") && cols[1].starts_with("bicubic") && cols[4].starts_with("HR")
+    );
+    let zoom = s["zoom"].as_u64().unwrap() as usize;
+    assert_eq!(s["crops"][0]["width"], 24);
+    assert_eq!(
+        s["crops"][0]["left"].as_u64().unwrap() % 2,
+        0,
+        "on the LR grid"
+    );
+    let cell = 24 * zoom;
+    assert!(cell >= 160, "crops are enlarged to be seen: {cell}");
+    let pic = image::open(&path).unwrap().to_rgb8();
+    let (w, h) = (
+        GAP + 5 * (cell + GAP),
+        TITLE_H + 2 * (HEAD_H + LABEL_H + cell + GAP),
+    );
+    assert_eq!(pic.dimensions(), (w as u32, h as u32));
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(w as u64), Some(h as u64))
+    );
+    // The panels of the first row: LR (nearest) differs from HR; HR is the HR crop, zoomed.
+    let panel = |c: usize| -> Vec<u8> {
+        let (x0, y0) = (GAP + c * (cell + GAP), TITLE_H + HEAD_H + LABEL_H);
+        (y0..y0 + cell)
+            .flat_map(|y| (x0..x0 + cell).map(move |x| (x, y)))
+            .flat_map(|(x, y)| pic.get_pixel(x as u32, y as u32).0)
+            .collect()
+    };
+    let (lr, bic, hr) = (panel(0), panel(1), panel(4));
+    assert_ne!(lr, hr);
+    assert_ne!(bic, hr);
+    assert_ne!(lr, bic);
+    let (top, left) = (
+        s["crops"][0]["top"].as_u64().unwrap() as u32,
+        s["crops"][0]["left"].as_u64().unwrap() as u32,
+    );
+    let hr_img = image::open(data.join("HR/a.png")).unwrap().to_rgb8();
+    let want = hr_img.get_pixel(left, top).0;
+    assert_eq!(&hr[..3], &want, "HR panel starts at the crop");
+
+    // Without --force the sheet is not replaced; with it, it is.
+    let before = std::fs::read(&path).unwrap();
+    let (ok, _, err) = sheet_cmd(&[]);
+    assert!(
+        !ok && err.contains("refusing to overwrite") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let (ok, _, err) = sheet_cmd(&["--force", "--sheet-max", "3"]);
+    assert!(ok, "{err}");
+    let pic = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(
+        pic.height() as usize,
+        TITLE_H + 3 * (HEAD_H + LABEL_H + cell + GAP)
+    );
+
+    // A flat folder of results: the sheet written into it is not scored on the next run.
+    let flat = d.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::copy(
+            res.join(format!("{name}_sr.png")),
+            flat.join(format!("{name}.png")),
+        )
+        .unwrap();
+    }
+    let (ok, stdout, err) = run(dkp()
+        .arg("eval")
+        .arg(&flat)
+        .arg(data.join("HR"))
+        .args(["--sf", "2", "--sheet"]));
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("wrote") && stdout.contains("4 panels"),
+        "{stdout}"
+    );
+    let (ok, stdout, err) = run(dkp()
+        .arg("eval")
+        .arg(&flat)
+        .arg(data.join("HR"))
+        .args(["--sf", "2"]));
+    assert!(ok && stdout.contains("mean (3)"), "{stdout}{err}");
+
+    // Bad input: no LR folder, an LR of the wrong size, --force alone.
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(&res)
+        .arg(&hr_in)
+        .args(["--sf", "2", "--force", "--sheet"])
+        .arg(d.join("x.png")));
+    assert!(!ok && err.contains("--lr"), "{err}");
+    let bad_lr = d.join("bad_lr");
+    std::fs::create_dir_all(&bad_lr).unwrap();
+    for name in ["a", "b", "c"] {
+        textured(12, 0)
+            .save(bad_lr.join(format!("{name}.png")))
+            .unwrap();
+    }
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(&res)
+        .arg(data.join("HR"))
+        .args(["--sf", "2", "--sheet"])
+        .arg(d.join("y.png"))
+        .arg("--lr")
+        .arg(&bad_lr));
+    assert!(!ok && err.contains("LR image is 12x12"), "{err}");
+    assert!(!d.join("y.png").exists());
+    let (ok, _, err) = run(dkp()
+        .arg("eval")
+        .arg(&res)
+        .arg(data.join("HR"))
+        .args(["--sf", "2", "--force"]));
+    assert!(!ok && err.contains("--force"), "{err}");
+}

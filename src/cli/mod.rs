@@ -10,5 +10,6 @@ pub mod dip;
 pub mod eval;
 pub mod info;
 pub mod prepare;
+pub mod sheet;
 pub mod summary;
 pub mod usrnet;
