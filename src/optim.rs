@@ -54,11 +54,24 @@ fn check_grad(op: &'static str, p: &Tensor, g: &Tensor) -> Result<()> {
     g.expect_f32(op)
 }
 
+/// Parameters that share one buffer (a [`crate::nn::ParamStore::packed`] store), updated
+/// by one dispatch: their gradients are copied into `g` at the parameters' own offsets, and
+/// the moments live in `m` / `v` at the same offsets.
+struct Packed {
+    members: Vec<usize>,
+    /// The parameters' buffer, as one flat tensor over its used bytes.
+    p: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
+}
+
 /// PyTorch Adam (β = (0.9, 0.999), ε = 1e-8, no weight decay by default).
 pub struct Adam {
     params: Vec<Tensor>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    packed: Vec<Packed>,
     steps: Vec<u64>,
     lr: f64,
     pub betas: (f64, f64),
@@ -69,17 +82,80 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(params: &[Tensor], lr: f32) -> Result<Self> {
-        let mut m = Vec::with_capacity(params.len());
-        let mut v = Vec::with_capacity(params.len());
-        for p in params {
-            p.expect_f32("adam")?;
-            m.push(Tensor::zeros(p.ctx(), p.shape())?);
-            v.push(Tensor::zeros(p.ctx(), p.shape())?);
+        let mut m: Vec<Option<Tensor>> = vec![None; params.len()];
+        let mut v: Vec<Option<Tensor>> = vec![None; params.len()];
+        let mut packed = Vec::new();
+        // Group the parameters by the buffer they live in; a buffer shared by several gets
+        // flat moment and gradient buffers and one dispatch per step.
+        let mut seen = vec![false; params.len()];
+        for i in 0..params.len() {
+            params[i].expect_f32("adam")?;
+            if seen[i] {
+                continue;
+            }
+            let members: Vec<usize> = (i..params.len())
+                .filter(|&j| std::sync::Arc::ptr_eq(params[j].storage(), params[i].storage()))
+                .collect();
+            for &j in &members {
+                seen[j] = true;
+            }
+            if members.len() < 2 {
+                continue;
+            }
+            let ctx = params[i].ctx();
+            let end = members
+                .iter()
+                .map(|&j| params[j].offset() + params[j].byte_len())
+                .max()
+                .unwrap_or(0);
+            let n = (end / 4) as usize;
+            let storage = params[i].storage().clone();
+            let flat = Tensor::view(ctx, storage, 0, &[n], crate::tensor::DType::F32)?;
+            let (g, mm, vv) = (
+                Tensor::zeros(ctx, &[n])?,
+                Tensor::zeros(ctx, &[n])?,
+                Tensor::zeros(ctx, &[n])?,
+            );
+            for &j in &members {
+                let at = |t: &Tensor| {
+                    Tensor::view(
+                        ctx,
+                        t.storage().clone(),
+                        params[j].offset(),
+                        params[j].shape(),
+                        crate::tensor::DType::F32,
+                    )
+                };
+                m[j] = Some(at(&mm)?);
+                v[j] = Some(at(&vv)?);
+            }
+            packed.push(Packed {
+                members,
+                p: flat,
+                g,
+                m: mm,
+                v: vv,
+            });
         }
+        let zeros = |t: Option<Tensor>, p: &Tensor| match t {
+            Some(t) => Ok(t),
+            None => Tensor::zeros(p.ctx(), p.shape()),
+        };
+        let m = m
+            .into_iter()
+            .zip(params)
+            .map(|(t, p)| zeros(t, p))
+            .collect::<Result<Vec<_>>>()?;
+        let v = v
+            .into_iter()
+            .zip(params)
+            .map(|(t, p)| zeros(t, p))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             params: params.to_vec(),
             m,
             v,
+            packed,
             steps: vec![0; params.len()],
             lr: lr as f64,
             betas: (0.9, 0.999),
@@ -108,58 +184,106 @@ impl Adam {
 
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step(&mut self, grads: &Grads) -> Result<()> {
-        let (b1, b2) = self.betas;
-        for i in 0..self.params.len() {
+        let mut done = vec![false; self.params.len()];
+        for k in 0..self.packed.len() {
+            // One dispatch for the whole buffer when every member has a gradient and they
+            // have all taken the same number of steps (so share the bias corrections);
+            // otherwise the members are updated one by one below.
+            let pk = &self.packed[k];
+            let t0 = self.steps[pk.members[0]];
+            let ready = pk
+                .members
+                .iter()
+                .all(|&j| self.steps[j] == t0 && grads.get(&self.params[j]).is_some());
+            if !ready {
+                continue;
+            }
+            for &j in &pk.members {
+                let (p, g) = (
+                    &self.params[j],
+                    grads.get(&self.params[j]).expect("checked"),
+                );
+                check_grad("adam", p, g)?;
+                p.ctx().record_copy(
+                    g.buffer(),
+                    g.offset(),
+                    pk.g.buffer(),
+                    p.offset(),
+                    p.byte_len(),
+                )?;
+            }
+            let t = t0 + 1;
+            let prm = self.params_for(t);
+            let (p, g, m, v) = (&pk.p, &pk.g, &pk.m, &pk.v);
+            update(&prm, p, g, m, v)?;
+            for &j in &self.packed[k].members {
+                self.steps[j] = t;
+                done[j] = true;
+            }
+        }
+        for (i, _) in done.iter().enumerate().filter(|(_, d)| !**d) {
             let p = &self.params[i];
             let Some(g) = grads.get(p) else { continue };
             check_grad("adam", p, g)?;
             self.steps[i] += 1;
-            let t = self.steps[i] as f64;
-            // As torch: step_size = lr / (1 - b1^t), denom = sqrt(v) / sqrt(1 - b2^t) + eps.
-            let bc1 = 1.0 - b1.powf(t);
-            let bc2 = 1.0 - b2.powf(t);
-            let step_size = self.lr / bc1;
-            let prm = Params {
-                flags: u32::from(self.weight_decay != 0.0),
-                a: [
-                    (-step_size) as f32,
-                    (1.0 - b1) as f32,
-                    b2 as f32,
-                    (1.0 - b2) as f32,
-                ],
-                b: [
-                    bc2.sqrt() as f32,
-                    self.eps as f32,
-                    self.weight_decay as f32,
-                    0.0,
-                ],
-                ..Default::default()
-            };
-            let ctx = p.ctx();
-            for (s, c) in chunks(p.numel(), chunk_elems(p.ctx())) {
-                let pc = Params {
-                    n: c as u32,
-                    offset: s as u32,
-                    ..prm
-                };
-                ctx.dispatch(
-                    "adam",
-                    &key("adam"),
-                    bytemuck::bytes_of(&pc),
-                    &[
-                        p.sub_range(s, c),
-                        g.sub_range(s, c),
-                        self.m[i].sub_range(s, c),
-                        self.v[i].sub_range(s, c),
-                    ],
-                    ctx.grid("adam", (c as u64).div_ceil(WG as u64))?,
-                    12.0 * c as f64,
-                    28.0 * c as f64,
-                )?;
-            }
+            let prm = self.params_for(self.steps[i]);
+            update(&prm, p, g, &self.m[i], &self.v[i])?;
         }
         Ok(())
     }
+
+    /// The uniform block of step number `t` (1-based).
+    fn params_for(&self, t: u64) -> Params {
+        let (b1, b2) = self.betas;
+        let t = t as f64;
+        // As torch: step_size = lr / (1 - b1^t), denom = sqrt(v) / sqrt(1 - b2^t) + eps.
+        let bc1 = 1.0 - b1.powf(t);
+        let bc2 = 1.0 - b2.powf(t);
+        let step_size = self.lr / bc1;
+        Params {
+            flags: u32::from(self.weight_decay != 0.0),
+            a: [
+                (-step_size) as f32,
+                (1.0 - b1) as f32,
+                b2 as f32,
+                (1.0 - b2) as f32,
+            ],
+            b: [
+                bc2.sqrt() as f32,
+                self.eps as f32,
+                self.weight_decay as f32,
+                0.0,
+            ],
+            ..Default::default()
+        }
+    }
+}
+
+/// One Adam update of `p` (with gradient `g` and moments `m`, `v`, all the same length).
+fn update(prm: &Params, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
+    let ctx = p.ctx();
+    for (s, c) in chunks(p.numel(), chunk_elems(ctx)) {
+        let pc = Params {
+            n: c as u32,
+            offset: s as u32,
+            ..*prm
+        };
+        ctx.dispatch(
+            "adam",
+            &key("adam"),
+            bytemuck::bytes_of(&pc),
+            &[
+                p.sub_range(s, c),
+                g.sub_range(s, c),
+                m.sub_range(s, c),
+                v.sub_range(s, c),
+            ],
+            ctx.grid("adam", (c as u64).div_ceil(WG as u64))?,
+            12.0 * c as f64,
+            28.0 * c as f64,
+        )?;
+    }
+    Ok(())
 }
 
 /// Stochastic-gradient Langevin dynamics: `θ ← θ − step·∇L + noise·sqrt(2·step)·ξ`.

@@ -42,6 +42,9 @@ pub struct TensorInner {
     shape: Vec<usize>,
     dtype: DType,
     storage: Arc<GpuBuffer>,
+    /// Byte offset of element 0 in `storage` (non-zero for parameters packed into a shared
+    /// buffer; always a multiple of the adapter's storage offset alignment).
+    offset: u64,
     ctx: Arc<Context>,
     requires_grad: AtomicBool,
 }
@@ -81,6 +84,32 @@ impl Tensor {
             shape.to_vec(),
             dtype,
             Arc::new(storage),
+            0,
+        ))
+    }
+
+    /// A tensor of `shape` stored at byte `offset` of a buffer shared with other tensors.
+    pub(crate) fn view(
+        ctx: &Arc<Context>,
+        storage: Arc<GpuBuffer>,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let bytes = (numel(shape) as u64 * dtype.size()).div_ceil(4) * 4;
+        let align = ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        if !offset.is_multiple_of(align) || offset + bytes > storage.capacity() {
+            return Err(Error::Invalid(format!(
+                "a {shape:?} view at byte {offset} of a {}-byte buffer (alignment {align})",
+                storage.capacity()
+            )));
+        }
+        Ok(Self::from_parts(
+            ctx,
+            shape.to_vec(),
+            dtype,
+            storage,
+            offset,
         ))
     }
 
@@ -89,6 +118,7 @@ impl Tensor {
         shape: Vec<usize>,
         dtype: DType,
         storage: Arc<GpuBuffer>,
+        offset: u64,
     ) -> Tensor {
         Tensor {
             inner: Arc::new(TensorInner {
@@ -96,6 +126,7 @@ impl Tensor {
                 shape,
                 dtype,
                 storage,
+                offset,
                 ctx: ctx.clone(),
                 requires_grad: AtomicBool::new(false),
             }),
@@ -110,7 +141,7 @@ impl Tensor {
             });
         }
         let t = Self::empty(ctx, shape)?;
-        ctx.upload(t.buffer(), 0, bytemuck::cast_slice(data))?;
+        ctx.upload(t.buffer(), t.offset(), bytemuck::cast_slice(data))?;
         Ok(t)
     }
 
@@ -122,7 +153,7 @@ impl Tensor {
             });
         }
         let t = Self::empty_dtype(ctx, shape, DType::F16)?;
-        ctx.upload(t.buffer(), 0, bytemuck::cast_slice(data))?;
+        ctx.upload(t.buffer(), t.offset(), bytemuck::cast_slice(data))?;
         Ok(t)
     }
 
@@ -164,6 +195,10 @@ impl Tensor {
     pub fn storage(&self) -> &Arc<GpuBuffer> {
         &self.inner.storage
     }
+    /// Byte offset of the first element in [`Self::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.inner.offset
+    }
     /// Bytes this tensor's elements occupy (4-byte aligned).
     pub fn byte_len(&self) -> u64 {
         (self.numel() as u64 * self.dtype().size()).div_ceil(4) * 4
@@ -172,7 +207,7 @@ impl Tensor {
     pub fn range(&self) -> BufRange {
         BufRange {
             buffer: self.buffer().clone(),
-            offset: 0,
+            offset: self.offset(),
             size: self.byte_len().max(4),
         }
     }
@@ -182,7 +217,7 @@ impl Tensor {
         let es = self.dtype().size();
         BufRange {
             buffer: self.buffer().clone(),
-            offset: start as u64 * es,
+            offset: self.offset() + start as u64 * es,
             size: (count as u64 * es).div_ceil(4).max(1) * 4,
         }
     }
@@ -207,6 +242,7 @@ impl Tensor {
             self.inner.shape.clone(),
             self.inner.dtype,
             self.inner.storage.clone(),
+            self.inner.offset,
         )
     }
 
@@ -223,6 +259,7 @@ impl Tensor {
             shape.to_vec(),
             self.inner.dtype,
             self.inner.storage.clone(),
+            self.inner.offset,
         );
         let old = self.shape().to_vec();
         crate::autograd::record("reshape", &[self], &out, move |g| {
@@ -234,8 +271,13 @@ impl Tensor {
     /// A fresh copy with its own storage (not recorded on the tape).
     pub fn copy(&self) -> Result<Tensor> {
         let t = Self::empty_dtype(self.ctx(), self.shape(), self.dtype())?;
-        self.ctx()
-            .record_copy(self.buffer(), 0, t.buffer(), 0, self.byte_len().max(4))?;
+        self.ctx().record_copy(
+            self.buffer(),
+            self.offset(),
+            t.buffer(),
+            0,
+            self.byte_len().max(4),
+        )?;
         Ok(t)
     }
 
@@ -247,8 +289,13 @@ impl Tensor {
                 msg: format!("{:?} <- {:?}", self.shape(), src.shape()),
             });
         }
-        self.ctx()
-            .record_copy(src.buffer(), 0, self.buffer(), 0, self.byte_len().max(4))
+        self.ctx().record_copy(
+            src.buffer(),
+            src.offset(),
+            self.buffer(),
+            self.offset(),
+            self.byte_len().max(4),
+        )
     }
 
     /// Overwrite with host data.
@@ -260,14 +307,14 @@ impl Tensor {
             });
         }
         self.ctx()
-            .upload(self.buffer(), 0, bytemuck::cast_slice(data))
+            .upload(self.buffer(), self.offset(), bytemuck::cast_slice(data))
     }
 
     /// Read back to the host as f32 (f16 tensors are widened). Flushes pending work.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         let bytes = self
             .ctx()
-            .read_bytes(self.buffer(), 0, self.byte_len().max(4))?;
+            .read_bytes(self.buffer(), self.offset(), self.byte_len().max(4))?;
         Ok(match self.dtype() {
             DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..self.numel()].to_vec(),
             DType::F16 => bytemuck::cast_slice::<u8, half::f16>(&bytes)[..self.numel()]

@@ -48,7 +48,10 @@ fn bench_dip_reports_a_steady_step() {
     // (The pattern repeats every 30 steps, with the loss check every 10, so a few new ones
     // appear until step 30.)
     let built = r["bind_groups_created_per_step"].as_f64().unwrap();
-    assert!(built <= 0.02 * dispatches, "{built} bind groups built per step");
+    assert!(
+        built <= 0.02 * dispatches,
+        "{built} bind groups built per step"
+    );
     assert!(r["host_us_per_dispatch"].as_f64().unwrap() > 0.0);
     let bad = dkp()
         .args(["bench", "dip", "--case", "49x2"])

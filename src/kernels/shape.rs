@@ -221,9 +221,9 @@ fn strided_copy(
             }
             ctx.record_copy(
                 src.buffer(),
-                so as u64 * es,
+                src.offset() + so as u64 * es,
                 dst.buffer(),
-                to as u64 * es,
+                dst.offset() + to as u64 * es,
                 inner as u64 * es,
             )?;
         }

@@ -87,7 +87,9 @@ impl DipDkpConfig {
         let acts = self.net.activation_floats(hh, ww);
         let image = (3 * hh * ww) as u64;
         MemoryEstimate {
-            gpu_bytes: 4 * (4 * params + ACTIVATION_HALVES * acts / 2 + 8 * image) + FIXED_BYTES,
+            // Parameters, their gradients, the packed gradient copy Adam steps from, and the
+            // two moments.
+            gpu_bytes: 4 * (5 * params + ACTIVATION_HALVES * acts / 2 + 8 * image) + FIXED_BYTES,
             host_bytes: 4 * (2 * params + 8 * image),
         }
     }

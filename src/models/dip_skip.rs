@@ -200,7 +200,7 @@ pub struct DipSkip {
 impl DipSkip {
     /// Build with PyTorch default initialization drawn from `rng`.
     pub fn new(ctx: &Arc<Context>, config: DipConfig, rng: &mut Rng) -> Result<Self> {
-        let mut store = ParamStore::new();
+        let mut store = ParamStore::packed(config.parameter_count());
         let (c, sk) = (config.channels, config.skip);
         let refl = PadMode::Reflect;
         let mut down_levels = Vec::new();

@@ -31,7 +31,9 @@ impl KernelMlp {
             .map(|_| (0.1 * rng.uniform()) as f32)
             .collect();
         let code = Tensor::from_slice(ctx, &code, &[1, code_len])?;
-        let mut params = ParamStore::new();
+        let kk = (k_size * k_size) as u64;
+        let mut params =
+            ParamStore::packed((code_len as u64 + 1) * hidden as u64 + (hidden as u64 + 1) * kk);
         let l1 = Linear::new(ctx, &mut params, rng, "l1", code_len, hidden, true)?;
         let l2 = Linear::new(ctx, &mut params, rng, "l2", hidden, k_size * k_size, true)?;
         Ok(Self {

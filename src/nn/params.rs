@@ -5,19 +5,68 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::Context;
+use crate::gpu::{Context, GpuBuffer};
 use crate::rand::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 #[derive(Default)]
 pub struct ParamStore {
     names: Vec<String>,
     tensors: Vec<Tensor>,
+    /// Pack new parameters into shared buffers of this many bytes ([`Self::packed`]).
+    packed: Option<u64>,
+    /// The current shared buffer and the bytes of it handed out.
+    chunk: Option<(Arc<GpuBuffer>, u64)>,
 }
+
+/// Room for the alignment gaps on top of the expected parameter bytes (256 bytes for each
+/// of up to 512 tensors).
+const GAP_BYTES: u64 = 128 << 10;
 
 impl ParamStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that places its parameters side by side in one buffer sized for `expected`
+    /// parameters (each at the adapter's storage offset alignment, the gaps zeroed; more
+    /// parameters than expected open another buffer), so [`crate::optim::Adam`] can update
+    /// all of a buffer's parameters in one dispatch instead of one per tensor.
+    pub fn packed(expected: u64) -> Self {
+        Self {
+            packed: Some(4 * expected + GAP_BYTES),
+            ..Self::default()
+        }
+    }
+
+    /// Storage for a new `shape` parameter: a fresh tensor, or a slot of the shared buffer.
+    fn storage_for(&mut self, ctx: &Arc<Context>, shape: &[usize]) -> Result<Tensor> {
+        let Some(chunk_bytes) = self.packed else {
+            return Tensor::empty(ctx, shape);
+        };
+        let bytes = (shape.iter().product::<usize>() as u64 * 4).max(4);
+        let align = ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let fits =
+            |c: &(Arc<GpuBuffer>, u64)| c.1.div_ceil(align) * align + bytes <= c.0.capacity();
+        if !self.chunk.as_ref().is_some_and(fits) {
+            let cap = chunk_bytes.max(bytes).min(ctx.max_binding().max(bytes));
+            let buf = Arc::new(ctx.alloc("parameters", cap)?);
+            // Zero the whole buffer once: the gaps between parameters are updated by the
+            // packed optimizer step too, and must stay finite.
+            let all = Tensor::view(
+                ctx,
+                buf.clone(),
+                0,
+                &[(buf.capacity() / 4) as usize],
+                DType::F32,
+            )?;
+            crate::kernels::elementwise::fill(&all, 0.0)?;
+            self.chunk = Some((buf, 0));
+        }
+        let (buf, used) = self.chunk.as_mut().expect("chunk just ensured");
+        let slot = used.div_ceil(align) * align;
+        *used = slot + bytes;
+        Tensor::view(ctx, buf.clone(), slot, shape, DType::F32)
     }
 
     /// Register a trainable tensor under `name`.
@@ -39,7 +88,9 @@ impl ParamStore {
     ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.range(-bound, bound) as f32).collect();
-        Ok(self.add(name, Tensor::from_slice(ctx, &v, shape)?))
+        let t = self.storage_for(ctx, shape)?;
+        t.write(&v)?;
+        Ok(self.add(name, t))
     }
 
     pub fn constant(
@@ -49,7 +100,9 @@ impl ParamStore {
         shape: &[usize],
         value: f32,
     ) -> Result<Tensor> {
-        Ok(self.add(name, Tensor::full(ctx, shape, value)?))
+        let t = self.storage_for(ctx, shape)?;
+        crate::kernels::elementwise::fill(&t, value)?;
+        Ok(self.add(name, t))
     }
 
     pub fn tensors(&self) -> &[Tensor] {

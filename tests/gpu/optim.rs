@@ -1,5 +1,6 @@
 use dkp::Tensor;
 use dkp::autograd::Grads;
+use dkp::nn::ParamStore;
 use dkp::optim::{Adam, Langevin};
 
 use crate::common::*;
@@ -16,12 +17,37 @@ fn adam_matches_torch_over_several_steps() {
     let Some(ctx) = ctx() else { return };
     let fx = Fixture::load("optim").unwrap();
     let steps: usize = fx.meta("steps").unwrap().parse().unwrap();
-    for (tag, wd) in [("adam", 0.0), ("adam_wd", 0.1)] {
+    // Separate tensors (one dispatch each), and packed side by side into one buffer (one
+    // dispatch while all step together; `c` misses some gradients, so the packed optimizer
+    // also has to fall back to updating members one by one).
+    for (tag, wd, packed) in [
+        ("adam", 0.0, false),
+        ("adam_wd", 0.1, false),
+        ("adam", 0.0, true),
+        ("adam_wd", 0.1, true),
+    ] {
         let names = ["a", "b", "c"];
+        let mut store = ParamStore::packed(1000);
         let params: Vec<Tensor> = names
             .iter()
-            .map(|k| fx.tensor(&ctx, &format!("{tag}.{k}.init")).into_param())
+            .map(|k| {
+                let init = fx.tensor(&ctx, &format!("{tag}.{k}.init"));
+                if packed {
+                    let t = store.constant(&ctx, *k, init.shape(), 0.0).unwrap();
+                    t.assign(&init).unwrap();
+                    t
+                } else {
+                    init.into_param()
+                }
+            })
             .collect();
+        if packed {
+            assert!(
+                params
+                    .iter()
+                    .all(|p| std::sync::Arc::ptr_eq(p.storage(), params[0].storage()))
+            );
+        }
         let mut opt = Adam::new(&params, 1e-2).unwrap();
         opt.weight_decay = wd;
         for step in 0..steps {

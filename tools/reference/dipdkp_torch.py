@@ -10,10 +10,15 @@ prior of §2.3, the losses of §2.7/§2.8 and the metrics of §4.
   python3 tools/reference/dipdkp_torch.py --selftest
   python3 tools/reference/dipdkp_torch.py --lr LR.png --sf 2 [--hr HR.png] [--kernel-gt K.txt]
         [--crop N] [--steps N] [--channels 128 --skip 16] [--seed 0] [--threads T] [--out DIR]
+        [--device cpu|cuda]
+  python3 tools/reference/dipdkp_torch.py --bench --case 96x4 [--case 256x2] [--channels 128]
+        [--steps 10] [--warmup-outer 3] [--threads T] [--device cpu|cuda] [--json FILE]
 
-Prints one JSON line at the end:
+A run prints one JSON line at the end:
 {"image", "sf", "lr_size", "steps", "channels", "seconds", "seconds_per_step", "psnr", "ssim",
  "kernel_psnr", "peak_rss_mib"}
+--bench times whole DIP-DKP steps as `dkp bench dip` does (see `bench_case`): one line per case,
+and with --json a JSON list of per-case dicts.
 """
 import argparse
 import json
@@ -270,9 +275,9 @@ _SSIM_WIN = {}
 def ssim_value(a, b):
     """SSIM of spec §2.7 (11x11 Gaussian sigma 1.5, zero pad 5, C1 = 0.01^2, C2 = 0.03^2)."""
     c = a.shape[1]
-    key = (c, a.dtype)
+    key = (c, a.dtype, a.device)
     if key not in _SSIM_WIN:
-        g = torch.tensor(gauss_1d(), dtype=a.dtype)
+        g = torch.tensor(gauss_1d(), dtype=a.dtype, device=a.device)
         _SSIM_WIN[key] = torch.outer(g, g).reshape(1, 1, 11, 11).expand(c, 1, 11, 11).contiguous()
     w = _SSIM_WIN[key]
 
@@ -298,9 +303,9 @@ _GRAD_FILTERS = {}
 
 def grad_prior(x, lr_pixels, weight=2e-4, exponent=0.67, eps=1e-8):
     """R(x) = weight * sum_{f,c,i,j} (|f * x_c| + eps)^exponent / (3 * h * w), reflect pad 1."""
-    key = x.dtype
+    key = (x.dtype, x.device)
     if key not in _GRAD_FILTERS:
-        f = torch.zeros(4, 1, 3, 3, dtype=x.dtype)
+        f = torch.zeros(4, 1, 3, 3, dtype=x.dtype, device=x.device)
         f[:, 0, 1, 1] = 1.0
         f[0, 0, 0, 1] = -1.0  # x(i,j) - x(i-1,j)
         f[1, 0, 0, 0] = -1.0  # x(i,j) - x(i-1,j-1)
@@ -351,7 +356,8 @@ class DipDkpTrainer:
         net.train()
 
     def _t(self, a):
-        return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(self.z.dtype)
+        return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(device=self.z.device,
+                                                                     dtype=self.z.dtype)
 
     def _kernel_step(self, loss):
         """Gradients of `loss` w.r.t. phi only (cleared first), then one kernel-net update."""
@@ -414,35 +420,55 @@ class DipDkpTrainer:
         return dict(step=s, data=data.detach(), grad_prior=reg.detach(), image_loss=lx.detach(),
                     kernel_loss=lk.detach(), kernel_stepped=stepped, x=xd, k=k.detach())
 
+    def outer_iteration(self, it):
+        """One outer iteration: (A) the prior step, then the inner DIP steps (B). Returns the
+        inner steps' dicts. The real run (`run_dipdkp`) and `--bench` both go through here."""
+        self.prior_step(it)
+        return [self.dip_step(it, i) for i in range(self.inner_iters)]
 
-def run_dipdkp(y, sf, steps=None, channels=128, skip=16, seed=0, log=None):
-    """y: 1x3xhxw float32 in [0,1]. Returns (x_final 1x3xHxW, k_final KxK, total DIP steps)."""
+
+def kernel_size(sf):
+    return min(4 * sf + 3, 21)
+
+
+def build_trainer(y, sf, ssim_until, channels=128, skip=16, seed=0, inner_iters=5, device=None):
+    """The paper setting of spec §2.2 for the LR `y` (1x3xhxw): seeds, fixed inputs, the DIP
+    net, the kernel MLP and the Gaussian prior, all on `device` (default: y's device)."""
+    device = y.device if device is None else torch.device(device)
     _, _, h, w = y.shape
-    kk = min(4 * sf + 3, 21)
+    kk = kernel_size(sf)
     deepest = min(sf * h, sf * w)
     for _ in range(5):
         deepest = -(-deepest // 2)
     if deepest < 2:
         raise ValueError(f"the HR size {sf * h}x{sf * w} is too small for the 5-level network: "
                          "both sides must be at least 33")
-    outer_iters, ssim_until, warmup = schedule(steps)
-    inner_iters = 5
-
     torch.manual_seed(seed)
     # Fixed inputs: z = 0.1*U[0,1) at HR size; the code c = the first 200 values of z (as in the
-    # reference, where get_noise re-seeds before both draws).
+    # reference, where get_noise re-seeds before both draws). Drawn on the CPU, then moved, so
+    # that every device starts from the same values.
     z = 0.1 * torch.rand(1, 3, sf * h, sf * w)
     code = z.reshape(-1)[:200].clone()
-    tr = DipDkpTrainer(y, sf, DipSkip(channels, skip), KernelMLP(kk), z, code,
-                       GaussianPrior(sf, kk, seed), ssim_until, inner_iters=inner_iters)
+    net = DipSkip(channels, skip)
+    kmlp = KernelMLP(kk)
+    # Moved before the trainer builds its optimizers.
+    net.to(device)
+    kmlp.to(device)
+    return DipDkpTrainer(y.to(device), sf, net, kmlp, z.to(device), code.to(device),
+                         GaussianPrior(sf, kk, seed), ssim_until, inner_iters=inner_iters)
+
+
+def run_dipdkp(y, sf, steps=None, channels=128, skip=16, seed=0, log=None, device=None):
+    """y: 1x3xhxw float32 in [0,1]. Returns (x_final 1x3xHxW, k_final KxK, total DIP steps)."""
+    outer_iters, ssim_until, warmup = schedule(steps)
+    inner_iters = 5
+    tr = build_trainer(y, sf, ssim_until, channels, skip, seed, inner_iters, device)
     for _ in range(warmup):
         tr.warmup_step()
     x_final = k_final = None
     total = outer_iters * inner_iters
     for it in range(outer_iters):
-        tr.prior_step(it)
-        for i in range(inner_iters):
-            st = tr.dip_step(it, i)
+        for st in tr.outer_iteration(it):
             s = st["step"]
             if s + 1 == total:
                 x_final, k_final = st["x"], st["k"]
@@ -647,6 +673,99 @@ def selftest():
 
 
 # ---------------------------------------------------------------------------------------------
+# Benchmark: whole DIP-DKP steps, as `dkp bench dip` times them
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_case(s):
+    """`96x4` -> (96, 4): the HR side and the scale factor (as `dkp bench dip --case`)."""
+    try:
+        h, f = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--case {s!r}: expected HRxSF, e.g. 96x4") from None
+    if f not in (2, 3, 4, 8):
+        raise ValueError(f"--case {s!r}: the scale factor must be 2, 3, 4 or 8")
+    if h % f != 0 or not 32 <= h <= 4096:
+        raise ValueError(f"--case {s!r}: the HR side must be a multiple of the scale factor, "
+                         "32 to 4096")
+    return h, f
+
+
+def bench_case(hr, sf, channels=128, skip=16, steps=10, warmup_outer=3, device="cpu", seed=0):
+    """Seconds per DIP step of the full method in the paper setting (schedule(None): 1 - SSIM
+    up to outer iteration 80, then MSE) on a seeded uniform-random LR of side hr/sf.
+
+    Each outer iteration is `DipDkpTrainer.outer_iteration`, the code the real run uses: the
+    MCMC prior step (5 prior kernels, their data errors read back for the weights, one
+    kernel-MLP step), then 5 DIP steps (forward, degradation with the current kernel, SSIM/MSE
+    + gradient prior, DIP Adam step, the kernel loss and its backward, a kernel-MLP Adam step
+    every 3rd global step). `warmup_outer` outer iterations run untimed first (at least 3, so
+    the 15-step pattern of the kernel cadence has run once, as in `dkp bench dip`); then
+    ceil(steps/5) outer iterations are timed. The kernel net's 200-step warm-up is not part of
+    a step and is not run (`dkp bench dip` does not run it either)."""
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    _, ssim_until, _ = schedule(None)
+    inner = 5
+    side = hr // sf
+    gen = torch.Generator().manual_seed(11)
+    y = torch.rand(1, 3, side, side, generator=gen)
+    tr = build_trainer(y, sf, ssim_until, channels, skip, seed, inner, dev)
+    params = sum(p.numel() for p in tr.net.parameters()) + sum(p.numel() for p in tr.kmlp.parameters())
+    warm = max(warmup_outer, -(-15 // inner))
+    timed = max(1, -(-steps // inner))
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    for it in range(warm):
+        tr.outer_iteration(it)
+    if cuda:
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for k in range(timed):
+        tr.outer_iteration(warm + k)
+    if cuda:
+        torch.cuda.synchronize(dev)
+    secs = time.perf_counter() - t0
+    n = timed * inner
+    return {
+        "case": f"{hr}x{sf}", "hr": hr, "sf": sf, "lr": side, "channels": channels, "skip": skip,
+        "kernel_size": kernel_size(sf), "parameters": int(params), "steps": n,
+        "warmup_outer": warm, "s_per_step": secs / n, "seconds": secs,
+        "threads": torch.get_num_threads(), "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if cuda else None,
+        "torch": torch.__version__,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_cuda_mib": torch.cuda.max_memory_allocated(dev) / 2 ** 20 if cuda else None,
+    }
+
+
+def bench(a):
+    try:
+        cases = [parse_case(c) for c in (a.case or ["96x4", "256x2"])]
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    steps = 10 if a.steps is None else a.steps
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: CUDA is not available", file=sys.stderr)
+        return 2
+    reports = []
+    for hr, sf in cases:
+        r = bench_case(hr, sf, a.channels, a.skip, steps, a.warmup_outer, a.device, a.seed)
+        reports.append(r)
+        where = f"{r['device']} {r['device_name']}" if r["device_name"] else r["device"]
+        print(f"dip {hr}x{hr} HR x{sf} (LR {r['lr']}), {r['channels']} channels, "
+              f"{r['parameters']} parameters: {r['s_per_step']:.4f} s/step over {r['steps']} steps "
+              f"after {r['warmup_outer']} warm-up outer iterations ({where}, {r['threads']} threads, "
+              f"torch {r['torch']})", flush=True)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(reports, fh, indent=2)
+            fh.write("\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
 
@@ -666,11 +785,21 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="out_reference")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (run and --bench)")
+    ap.add_argument("--bench", action="store_true",
+                    help="time whole DIP-DKP steps (like `dkp bench dip`); --steps defaults to 10")
+    ap.add_argument("--case", action="append",
+                    help="--bench case HRxSF, repeatable (default: 96x4 and 256x2)")
+    ap.add_argument("--warmup-outer", type=int, default=3,
+                    help="--bench: untimed outer iterations first (at least 3)")
+    ap.add_argument("--json", help="--bench: write the reports (a JSON list) to this file")
     a = ap.parse_args()
     torch.set_num_threads(max(1, a.threads))
 
     if a.selftest:
         return selftest()
+    if a.bench:
+        return bench(a)
     if not a.lr or not a.sf:
         ap.error("--lr and --sf are required (or --selftest)")
     sf = a.sf
@@ -697,13 +826,13 @@ def main():
             print(f"step {s + 1} (outer {it}): image loss {lx:.6f}, kernel loss {lk:.6f}, "
                   f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
-    x, k, total = run_dipdkp(y, sf, a.steps, a.channels, a.skip, a.seed, log)
+    x, k, total = run_dipdkp(y, sf, a.steps, a.channels, a.skip, a.seed, log, a.device)
     seconds = time.perf_counter() - t0
 
     os.makedirs(a.out, exist_ok=True)
     sr = quantize(x)
     Image.fromarray(sr, "RGB").save(os.path.join(a.out, f"{name}_sr.png"))
-    k_np = k.double().numpy()
+    k_np = k.double().cpu().numpy()
     np.savetxt(os.path.join(a.out, f"{name}_kernel.txt"), k_np, fmt="%.10e")
 
     psnr = ssim = kp = None
