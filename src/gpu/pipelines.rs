@@ -200,6 +200,10 @@ pub struct Compiled {
 
 pub struct PipelineCache {
     map: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
+    /// Bind group layout entries per (family, entry point): which bindings an entry point
+    /// uses does not depend on the specialization constants (naga's analysis is syntactic),
+    /// and parsing the larger shader families takes long enough to matter at start-up.
+    layouts: Mutex<HashMap<(&'static str, &'static str), Vec<wgpu::BindGroupLayoutEntry>>>,
     /// Runtime bounds checks and workgroup zero-initialisation on (see [`shader_checks`]).
     checks: bool,
 }
@@ -283,8 +287,25 @@ impl PipelineCache {
     pub fn new() -> Result<Self> {
         Ok(Self {
             map: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
             checks: shader_checks()?,
         })
+    }
+    fn bindings(
+        &self,
+        key: &KernelKey,
+        src: &str,
+    ) -> std::result::Result<Vec<wgpu::BindGroupLayoutEntry>, String> {
+        let id = (key.family, key.entry);
+        if let Some(e) = self.layouts.lock().expect("layout cache poisoned").get(&id) {
+            return Ok(e.clone());
+        }
+        let e = reflect_bindings(src, key.entry)?;
+        self.layouts
+            .lock()
+            .expect("layout cache poisoned")
+            .insert(id, e.clone());
+        Ok(e)
     }
     /// Whether this cache compiles with the runtime checks on.
     pub fn checks(&self) -> bool {
@@ -303,7 +324,7 @@ impl PipelineCache {
         }
         let src = key.render()?;
         let label = key.label();
-        let entries = reflect_bindings(&src, key.entry).map_err(|msg| Error::Shader {
+        let entries = self.bindings(key, &src).map_err(|msg| Error::Shader {
             kernel: label.clone(),
             msg,
         })?;
