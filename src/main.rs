@@ -15,7 +15,7 @@ struct Cli {
     /// Backends to consider: vulkan, metal, dx12, gl (comma list). Default: WGPU_BACKEND or all.
     #[arg(long, global = true)]
     backend: Option<String>,
-    /// Pick the adapter whose name contains this text (case-insensitive). Default: WGPU_ADAPTER_NAME, else the fastest kind present.
+    /// Pick the adapter whose name contains this text (case-insensitive). Default: WGPU_ADAPTER_NAME, else the fastest kind present. `dkp dip` also takes `all` (every GPU, else the CPU adapters) or a comma list, and runs images concurrently, one worker per adapter.
     #[arg(long, global = true)]
     adapter: Option<String>,
     #[command(subcommand)]
@@ -77,6 +77,16 @@ fn run(cli: Cli) -> Result<()> {
         adapter: cli.adapter.clone(),
         ..Default::default()
     };
+    let multi = opts
+        .adapter
+        .as_deref()
+        .is_some_and(|a| a.trim().eq_ignore_ascii_case("all") || a.contains(','));
+    if multi && !matches!(cli.cmd, Cmd::Dip(_)) {
+        anyhow::bail!(
+            "--adapter {}: only `dkp dip` runs on several adapters at once; name one adapter",
+            opts.adapter.as_deref().unwrap_or_default()
+        );
+    }
     match cli.cmd {
         Cmd::Info(a) => cli::info::run(&opts, &a),
         Cmd::Prepare(a) => cli::prepare::run(&a),

@@ -278,3 +278,87 @@ fn a_users_photo_is_restored_whole_on_a_software_adapter() {
     assert_eq!(r["preset"], "paper");
     assert!(said.contains("MiB of adapter memory"), "{said}");
 }
+
+/// `--adapter A,A` (and `all`) run a folder with one worker per named adapter, concurrently;
+/// the result sets are those of a one-worker run, byte for byte.
+#[test]
+fn workers_on_several_adapters_give_the_same_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        write_photo(&input.join(format!("{name}.png")), 24, 20, 5 * i as u32);
+    }
+    let info = dkp().args(["info", "--json"]).output().unwrap();
+    assert!(info.status.success(), "{}", stderr_of(&info));
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    // The first word: full names can hold commas ("llvmpipe (LLVM 15.0.6, 256 bits)").
+    let name = info[0]["name"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    run_ok(
+        dkp()
+            .arg("dip")
+            .arg(&input)
+            .args(SHORT)
+            .arg("--out")
+            .arg(&one),
+    );
+    let log = run_ok(
+        dkp()
+            .arg("--adapter")
+            .arg(format!("{name},{name}"))
+            .arg("dip")
+            .arg(&input)
+            .args(SHORT)
+            .arg("--out")
+            .arg(&two),
+    );
+    assert!(log.contains("2 workers"), "{log}");
+    for n in ["a", "b", "c"] {
+        for suffix in ["sr.png", "kernel.txt"] {
+            let f = format!("{n}_{suffix}");
+            assert_eq!(read(&one.join(&f)), read(&two.join(&f)), "{f} differs");
+        }
+    }
+    assert_eq!(
+        json(&two.join("summary.json"))["images"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(3)
+    );
+    let all = dir.path().join("all");
+    run_ok(
+        dkp()
+            .args(["--adapter", "all", "dip"])
+            .arg(&input)
+            .args(SHORT)
+            .arg("--out")
+            .arg(&all),
+    );
+    assert_eq!(
+        read(&one.join("a_kernel.txt")),
+        read(&all.join("a_kernel.txt"))
+    );
+    let bad = dkp()
+        .args(["--adapter", "nosuchgpu,other", "dip"])
+        .arg(&input)
+        .args(SHORT)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr_of(&bad).contains("no adapter matches `nosuchgpu`"),
+        "{}",
+        stderr_of(&bad)
+    );
+    let other = dkp().args(["--adapter", "all", "info"]).output().unwrap();
+    assert!(!other.status.success());
+    assert!(stderr_of(&other).contains("only `dkp dip`"));
+}

@@ -221,3 +221,63 @@ impl PriorArg {
         }
     }
 }
+
+/// `--adapter all` or `--adapter A,B,…`: the adapters `dkp dip` spreads its images over, one
+/// worker each (`None` for a single adapter, chosen as usual). `all` means every hardware
+/// adapter, or the software ones when there is none; a name given twice runs two workers on
+/// that adapter.
+pub fn worker_adapters(
+    opts: &dkp::ContextOptions,
+) -> anyhow::Result<Option<Vec<dkp::ContextOptions>>> {
+    let Some(spec) = opts.adapter.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if !spec.eq_ignore_ascii_case("all") && !spec.contains(',') {
+        return Ok(None);
+    }
+    let infos: Vec<wgpu::AdapterInfo> = dkp::gpu::enumerate(opts.backend.as_deref())
+        .iter()
+        .map(|a| a.get_info())
+        .collect();
+    if infos.is_empty() {
+        anyhow::bail!("--adapter {spec}: wgpu sees no adapter at all");
+    }
+    let indices: Vec<usize> = if spec.eq_ignore_ascii_case("all") {
+        let hw: Vec<usize> = (0..infos.len())
+            .filter(|&i| infos[i].device_type != wgpu::DeviceType::Cpu)
+            .collect();
+        if hw.is_empty() {
+            (0..infos.len()).collect()
+        } else {
+            hw
+        }
+    } else {
+        let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+        spec.split(',')
+            .map(str::trim)
+            .map(|want| {
+                if want.is_empty() {
+                    anyhow::bail!("--adapter {spec}: an empty name in the list");
+                }
+                (0..infos.len())
+                    .find(|&i| names[i].to_lowercase().contains(&want.to_lowercase()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--adapter {spec}: no adapter matches `{want}`; available: {}",
+                            names.join(", ")
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    Ok(Some(
+        indices
+            .into_iter()
+            .map(|i| dkp::ContextOptions {
+                adapter: Some(infos[i].name.clone()),
+                adapter_index: Some(i),
+                ..opts.clone()
+            })
+            .collect(),
+    ))
+}

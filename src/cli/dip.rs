@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dkp::Context;
 use dkp::io::image::{
@@ -593,7 +595,21 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         dkp::models::usrnet::Usrnet::check_file(p).context("--refine usrnet")?;
     }
 
-    let ctx: Arc<Context> = Context::new(&opts)?;
+    // One worker per adapter with `--adapter all` / a list, else one on the usual adapter.
+    let worker_opts = super::common::worker_adapters(&opts)?.unwrap_or_else(|| vec![opts.clone()]);
+    let ctxs: Vec<Arc<Context>> = worker_opts
+        .iter()
+        .map(Context::new)
+        .collect::<dkp::Result<_>>()?;
+    if ctxs.len() > 1 {
+        let names: Vec<&str> = ctxs.iter().map(|c| c.summary.name.as_str()).collect();
+        eprintln!(
+            "note: {} workers, images run concurrently on: {}",
+            ctxs.len(),
+            names.join(", ")
+        );
+    }
+    let ctx = &ctxs[0];
     let preset = match args.preset {
         Preset::Auto if ctx.is_software() && args.input.is_none() => {
             eprintln!(
@@ -608,7 +624,13 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     let (cfg, crop) = configure(args, sf, preset);
     let prior_kind = args.prior.kind();
     // Sizes and memory, still before anything is allocated or written.
-    let budget = ctx.memory_budget()?;
+    // Every image must fit the smallest of the workers' budgets.
+    let mut budget: Option<u64> = None;
+    for c in &ctxs {
+        if let Some(b) = c.memory_budget()? {
+            budget = Some(budget.map_or(b, |m| m.min(b)));
+        }
+    }
     let mut ready = Vec::new();
     for mut job in jobs {
         match fit_job(&mut job, crop, args.kernel_crop, sf, &cfg, budget) {
@@ -676,37 +698,83 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
         }
     }
     prepare_out_dir(&args.out)?;
-    let refiner = match &usrnet_weights {
-        Some(p) => Some(dkp::models::usrnet::Usrnet::load(&ctx, p).context("USRNet-tiny")?),
-        None => None,
+    let tile = tile_side(args, sf, budget);
+    let progress = MultiProgress::new();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let outcomes: Mutex<Vec<(usize, Result<()>)>> = Mutex::new(Vec::new());
+    let worker = |ctx: &Arc<Context>| -> Result<()> {
+        let refiner = match &usrnet_weights {
+            Some(p) => Some(dkp::models::usrnet::Usrnet::load(ctx, p).context("USRNet-tiny")?),
+            None => None,
+        };
+        let plan = Plan {
+            cfg: &cfg,
+            preset,
+            prior_kind,
+            usrnet: refiner.as_ref(),
+            tile,
+            progress: &progress,
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(task) = tasks.get(i) else { break };
+            let r = check_interrupt(|| format!("{} (before it started)", task.set))
+                .map_err(anyhow::Error::new)
+                .and_then(|()| restore(ctx, args, task, &plan));
+            let fatal = match &r {
+                Err(e) => single || e.downcast_ref::<dkp::Error>().is_some_and(is_interrupt),
+                Ok(()) => false,
+            };
+            if fatal {
+                stop.store(true, Ordering::SeqCst);
+            }
+            outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((i, r));
+        }
+        Ok(())
     };
-    let plan = Plan {
-        cfg: &cfg,
-        preset,
-        prior_kind,
-        usrnet: refiner.as_ref(),
-        tile: tile_side(args, sf, budget),
+    let setup: Vec<Result<()>> = if ctxs.len() == 1 {
+        vec![worker(ctx)]
+    } else {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = ctxs.iter().map(|c| sc.spawn(|| worker(c))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")))
+                })
+                .collect()
+        })
     };
-
+    for r in setup {
+        r?;
+    }
+    let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+    outcomes.sort_by_key(|(i, _)| *i);
     let mut done = 0;
-    for task in &tasks {
-        let interrupted = check_interrupt(|| format!("{} (before it started)", task.set))
-            .map_err(anyhow::Error::new)
-            .and_then(|()| restore(&ctx, args, task, &plan));
-        match interrupted {
+    let mut interrupted = None;
+    for (i, r) in outcomes {
+        match r {
             Ok(()) => done += 1,
             // main reports it and exits 130; the finished sets are already in place and in
             // the summary, so `--skip-existing` resumes from here.
             Err(e) if e.downcast_ref::<dkp::Error>().is_some_and(is_interrupt) => {
-                write_summary(&args.out, false)?;
-                return Err(e.context(format!("{done} finished result set(s) kept")));
+                interrupted.get_or_insert(e);
             }
-            Err(e) if !single => skipped.push(&task.set, &e),
+            Err(e) if !single => skipped.push(&tasks[i].set, &e),
             Err(e) => return Err(e),
         }
     }
+    if let Some(e) = interrupted {
+        write_summary(&args.out, false)?;
+        return Err(e.context(format!("{done} finished result set(s) kept")));
+    }
     write_summary(&args.out, tasks.len() + kept > 1)?;
-    args.profiling.report(&ctx)?;
+    args.profiling.report(ctx)?;
     skipped.finish(done + kept)
 }
 
@@ -717,6 +785,8 @@ struct Plan<'a> {
     prior_kind: PriorKind,
     /// USRNet-tiny, for `--refine usrnet` and for the tiled restore of kernel-crop jobs.
     usrnet: Option<&'a dkp::models::usrnet::Usrnet>,
+    /// Where the progress bars of concurrent workers are drawn together.
+    progress: &'a MultiProgress,
     /// LR tile side of the tiled restore.
     tile: usize,
 }
@@ -974,7 +1044,7 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
     let (w, h) = (run_lr.width, run_lr.height);
     let lr: Vec<f32> = run_lr.data.iter().map(|&v| v as f32).collect();
     let total = cfg.total_steps() as u64;
-    let bar = ProgressBar::new(total);
+    let bar = plan.progress.add(ProgressBar::new(total));
     bar.set_style(
         ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
@@ -1063,7 +1133,7 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
                 None => None,
             };
             let tiles = tile_grid(full_h, full_w, plan.tile, args.tile_overlap)?;
-            let bar = ProgressBar::new(tiles.len() as u64);
+            let bar = plan.progress.add(ProgressBar::new(tiles.len() as u64));
             bar.set_style(
                 ProgressStyle::with_template("{prefix} tiles [{bar:30}] {pos}/{len} ({eta})")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),

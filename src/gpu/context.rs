@@ -28,6 +28,9 @@ pub struct ContextOptions {
     pub trace: bool,
     /// Flush the recorder after this many dispatches (`DKP_MAX_TASKS`, default 256).
     pub max_tasks: Option<usize>,
+    /// Exactly this adapter of [`enumerate`]'s list (wins over `adapter`): how workers on
+    /// several adapters with the same name each get their own.
+    pub adapter_index: Option<usize>,
 }
 
 /// What the rest of the program needs to know about the adapter.
@@ -185,12 +188,17 @@ impl Context {
             .clone()
             .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        let index = opts.adapter_index;
         let mut cands: Vec<wgpu::Adapter> = adapters
             .into_iter()
+            .enumerate()
+            .filter(|(i, _)| index.is_none_or(|k| k == *i))
+            .map(|(_, a)| a)
             .filter(|a| {
-                wanted
-                    .as_ref()
-                    .is_none_or(|w| a.get_info().name.to_lowercase().contains(&w.to_lowercase()))
+                index.is_some()
+                    || wanted.as_ref().is_none_or(|w| {
+                        a.get_info().name.to_lowercase().contains(&w.to_lowercase())
+                    })
             })
             .collect();
         cands.sort_by_key(|a| type_rank(a.get_info().device_type));
