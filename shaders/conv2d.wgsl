@@ -306,6 +306,7 @@ struct Aux {
     gg: u32, rr: u32, ll: u32, tyy: u32,
     txx: u32, s: u32, ry: u32, rx: u32,
     transposed: u32, flags: u32, nsum: u32, stride: u32,
+    dv_ll: vec4<u32>, dv_tx: vec4<u32>, dv_ty: vec4<u32>, dv_rr: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> A: Aux;
@@ -430,14 +431,14 @@ fn pack_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (e >= A.n) {
         return;
     }
-    let l = e % A.ll;
-    var q = e / A.ll;
-    let tx = q % A.txx;
-    q = q / A.txx;
-    let ty = q % A.tyy;
-    q = q / A.tyy;
-    let r = q % A.rr;
-    let g = q / A.rr;
+    let q1 = udiv(e, A.dv_ll);
+    let l = e - q1 * A.ll;
+    let q2 = udiv(q1, A.dv_tx);
+    let tx = q1 - q2 * A.txx;
+    let q3 = udiv(q2, A.dv_ty);
+    let ty = q2 - q3 * A.tyy;
+    let g = udiv(q3, A.dv_rr);
+    let r = q3 - g * A.rr;
     var src: u32;
     if (A.transposed == 0u) {
         src = ((g * A.ll + l) * A.rr + r) * A.kh * A.kw + ty * A.kw + tx;

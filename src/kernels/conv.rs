@@ -179,6 +179,9 @@ struct AuxParams {
     flags: u32,
     nsum: u32,
     stride: u32,
+    /// `pack_w`: divisors by ll, txx, tyy, rr for the shader's `udiv` (an integer division
+    /// by a runtime value is scalar code on a CPU adapter; `pack_w` needs four per element).
+    dv: [[u32; 4]; 4],
 }
 
 // ---- specializations ----
@@ -581,6 +584,7 @@ fn pack_weights(
         rx: rx as u32,
         transposed: transposed.is_some() as u32,
         out_off: off as u32,
+        dv: [ll, txx, tyy, rr].map(|d| super::fast_div::fast_divisor(d as u32)),
         ..Default::default()
     };
     dispatch_aux(
