@@ -2,8 +2,6 @@
 
 pub mod batch;
 pub mod bench;
-pub mod bench_dip;
-pub mod bench_unet;
 pub mod common;
 pub mod diff;
 pub mod dip;

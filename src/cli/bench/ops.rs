@@ -4,61 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
 use dkp::ops::{self, Conv2dParams, PadMode};
 use dkp::rand::Rng;
 use dkp::{Context, Tensor, autograd};
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum BenchWhat {
-    /// Individual kernels at representative DIP sizes.
-    Ops,
-    /// The full guided-diffusion UNet with random weights: s/step and peak memory.
-    Unet,
-    /// Whole DIP-DKP steps (paper network by default): s/step, dispatches, submits,
-    /// readbacks and host µs per dispatch, peak memory.
-    Dip,
-}
-
-#[derive(Args)]
-pub struct BenchArgs {
-    #[arg(value_enum, default_value = "ops")]
-    pub what: BenchWhat,
-    /// Timed iterations per case (after warm-up).
-    #[arg(long, default_value_t = 3)]
-    pub iters: usize,
-    /// Untimed warm-up iterations per case (pipeline compilation happens here).
-    #[arg(long, default_value_t = 1)]
-    pub warmup: usize,
-    /// Only run cases whose name contains this text.
-    #[arg(long)]
-    pub filter: Option<String>,
-    /// Write the results as JSON to this file as well.
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
-    /// `unet`: image side (a multiple of 32; 256 is the Diff-DKP model's size).
-    #[arg(long, default_value_t = 256)]
-    pub size: usize,
-    /// `unet`: run in f32 even where the adapter supports f16.
-    #[arg(long)]
-    pub f32: bool,
-    /// `unet`: add the 256² classifier's guidance gradient (random weights) to each step.
-    #[arg(long)]
-    pub classifier: bool,
-    /// `unet`, `dip`: print the per-shader GPU time table of the timed iterations.
-    #[arg(long)]
-    pub profile: bool,
-    /// `dip`: HR side and scale factor, e.g. `96x4` (repeatable; default 96x4 and 256x2).
-    #[arg(long)]
-    pub case: Vec<String>,
-    /// `dip`: channels of the DIP network (128 is the paper's).
-    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
-    pub channels: usize,
-    /// `dip`: DIP steps to time (rounded up to whole outer iterations of 5); `--warmup`
-    /// outer iterations run first, untimed.
-    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10000))]
-    pub steps: usize,
-}
+use super::BenchArgs;
 
 type CaseFn = Box<dyn Fn() -> dkp::Result<()>>;
 
@@ -210,11 +160,6 @@ struct Row {
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
-    match args.what {
-        BenchWhat::Unet => return super::bench_unet::run(opts, args),
-        BenchWhat::Dip => return super::bench_dip::run(opts, args),
-        BenchWhat::Ops => {}
-    }
     let mut opts = opts.clone();
     opts.profile = true;
     let ctx = Context::new(&opts)?;
