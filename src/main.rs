@@ -37,7 +37,7 @@ enum Cmd {
     /// Blind deblurring with Diff-DKP (diffusion UNet + DKP kernel net, optional classifier
     /// guidance).
     Diff(Box<cli::diff::DiffArgs>),
-    /// Benchmarks: per-kernel GPU timings (GFLOP/s, GB/s) at representative sizes.
+    /// Benchmarks: kernels (GFLOP/s, GB/s), whole DIP-DKP steps (s/step, dispatches, host cost), the Diff-DKP UNet.
     Bench(cli::bench::BenchArgs),
 }
 
