@@ -134,3 +134,48 @@ fn kernel_crop_and_tiled_restore_make_a_full_size_image() {
     // The seams themselves are checked with the ground-truth kernel in the GPU suite
     // (`usrnet::tiled_restore_has_no_seams`): a kernel from 3 DIP steps rings everywhere.
 }
+
+/// `--tile-restore dip` trains DIP per tile with the crop's kernel fixed: the same full-size
+/// result layout, and the tiles really differ from USRNet's.
+#[test]
+fn dip_per_tile_restores_the_whole_image_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("hr")).unwrap();
+    write_hr(&d.join("hr/photo.png"));
+    // A 96² HR corner keeps DIP per tile cheap.
+    let hr = image::open(d.join("hr/photo.png")).unwrap().to_rgb8();
+    image::imageops::crop_imm(&hr, 0, 0, 96, 96)
+        .to_image()
+        .save(d.join("hr/photo.png"))
+        .unwrap();
+    run_ok(
+        dkp()
+            .args(["prepare", "--sf", "2", "--hr"])
+            .arg(d.join("hr"))
+            .arg("--out")
+            .arg(d.join("data")),
+    );
+    let mut outs = Vec::new();
+    for how in ["usrnet", "dip"] {
+        let out = d.join(how);
+        run_ok(
+            dkp()
+                .arg("dip")
+                .arg(d.join("data"))
+                .args(["--sf", "2", "--iters", "3", "--channels", "8"])
+                .args(["--kernel-crop", "24", "--tile", "32", "--tile-overlap", "8"])
+                .args(["--tile-context", "8", "--tile-restore", how])
+                .arg("--out")
+                .arg(&out),
+        );
+        let rep = json(&out.join("photo_report.json"));
+        assert_eq!(rep["restore"], format!("{how}-tiled"));
+        assert_eq!(rep["kernel_crop"]["tiles"].as_array().unwrap().len(), 4);
+        let sr = image::open(out.join("photo_sr.png")).unwrap().to_rgb8();
+        assert_eq!(sr.dimensions(), (96, 96));
+        outs.push((sr, std::fs::read(out.join("photo_kernel.txt")).unwrap()));
+    }
+    assert_eq!(outs[0].1, outs[1].1, "both restore with the crop's kernel");
+    assert_ne!(outs[0].0, outs[1].0, "DIP tiles are not USRNet tiles");
+}

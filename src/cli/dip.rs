@@ -148,6 +148,11 @@ pub struct DipArgs {
     /// out of the result (BENCHMARKS.md, "Tiled restore", has what each width gives).
     #[arg(long = "tile-context", default_value_t = 32)]
     pub tile_context: usize,
+    /// What restores the tiles with the crop's kernel: USRNet-tiny (seconds), or DIP with
+    /// the kernel fixed, trained per tile for the run's schedule (`dip`: far slower; BENCHMARKS.md,
+    /// "Large photos", compares the two).
+    #[arg(long = "tile-restore", value_enum, default_value = "usrnet")]
+    pub tile_restore: TileRestore,
     /// Log (and score, when ground truth is given) every this many DIP steps.
     #[arg(long = "log-every")]
     pub log_every: Option<usize>,
@@ -192,6 +197,13 @@ struct Job {
     /// With the kernel-crop path: the LR crop DIP-DKP estimates the kernel on (`lr` and `hr`
     /// stay whole; the whole image is restored with that kernel by tiled USRNet).
     region: Option<Region>,
+}
+
+/// `--tile-restore`: the non-blind restore of a kernel-crop run's tiles.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum TileRestore {
+    Usrnet,
+    Dip,
 }
 
 /// `--kernel-crop`: where the kernel is estimated.
@@ -1151,15 +1163,33 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
                 |i, t| {
                     check_interrupt(|| format!("{}, tile {} of {}", task.set, i + 1, tiles.len()))?;
                     let part = job.lr.crop(t.top, t.left, t.height, t.width)?;
-                    let v = net.restore_raw(ctx, &part, &kern, sf, sigma)?;
+                    let v = match args.tile_restore {
+                        TileRestore::Usrnet => net.restore_raw(ctx, &part, &kern, sf, sigma)?,
+                        TileRestore::Dip => {
+                            let lr: Vec<f32> = part.data.iter().map(|&v| v as f32).collect();
+                            let k: Vec<f32> = kern.data.iter().map(|&v| v as f32).collect();
+                            let mut prior =
+                                make_prior(prior_kind, sf, cfg.k_size, task.seed as u32);
+                            let mut quiet = |_: usize, _: Option<&dip_dkp::StepLog>| Ok(());
+                            dip_dkp::DipDkp::new(ctx, &lr, t.height, t.width, cfg, prior.as_mut())?
+                                .with_fixed_kernel(&k)?
+                                .run(
+                                    &GroundTruth {
+                                        hr: None,
+                                        kernel: None,
+                                    },
+                                    &mut quiet,
+                                )?
+                                .sr
+                        }
+                    };
                     bar.inc(1);
                     Ok(v)
                 },
             )
             .map_err(|e| match e {
                 dkp::Error::Interrupted(_) => anyhow::Error::new(e),
-                e => anyhow::Error::new(e)
-                    .context(format!("{}: tiled USRNet restore failed", task.set)),
+                e => anyhow::Error::new(e).context(format!("{}: tiled restore failed", task.set)),
             })?;
             bar.finish_and_clear();
             kernel_crop = Some(CropReport {
@@ -1280,7 +1310,10 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
         lr_size: [full_h, full_w],
         sr_size: [sh, sw],
         restore: if job.region.is_some() {
-            "usrnet-tiled"
+            match args.tile_restore {
+                TileRestore::Usrnet => "usrnet-tiled",
+                TileRestore::Dip => "dip-tiled",
+            }
         } else {
             "dip-dkp"
         },

@@ -330,6 +330,8 @@ pub struct DipDkp<'a> {
     acc: Option<Grads>,
     /// Moving averages of the DIP output and the kernel (see [`OutputRule`]).
     ema: Option<(Tensor, Tensor)>,
+    /// A known kernel that replaces `G_φ(c)` ([`Self::with_fixed_kernel`]).
+    fixed: Option<Tensor>,
     started: bool,
 }
 
@@ -398,6 +400,7 @@ impl<'a> DipDkp<'a> {
             prior,
             acc: None,
             ema: None,
+            fixed: None,
             started: false,
         })
     }
@@ -441,6 +444,22 @@ impl<'a> DipDkp<'a> {
         }
     }
 
+    /// Run DIP with this `K x K` kernel (DKP's correlation convention) instead of estimating
+    /// one: no prior steps, no kernel updates. The non-blind restore of a tile with the kernel
+    /// estimated elsewhere.
+    pub fn with_fixed_kernel(mut self, k: &[f32]) -> Result<Self> {
+        let kk = self.cfg.k_size;
+        if k.len() != kk * kk || k.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "a fixed kernel needs {} finite values ({kk}x{kk}), got {}",
+                kk * kk,
+                k.len()
+            )));
+        }
+        self.fixed = Some(Tensor::from_slice(&self.ctx, k, &[kk, kk])?);
+        Ok(self)
+    }
+
     pub fn config(&self) -> &DipDkpConfig {
         &self.cfg
     }
@@ -457,6 +476,9 @@ impl<'a> DipDkp<'a> {
 
     /// The current kernel estimate `G_φ(c)`, `K x K` (no gradient).
     pub fn kernel(&self) -> Result<Tensor> {
+        if let Some(k) = &self.fixed {
+            return Ok(k.clone());
+        }
         let _ng = no_grad(&self.ctx);
         self.kmlp.forward()
     }
@@ -465,6 +487,9 @@ impl<'a> DipDkp<'a> {
     /// Returns the loss (`[1]`, on the GPU).
     pub fn warmup_step(&mut self) -> Result<Tensor> {
         self.started = true;
+        if self.fixed.is_some() {
+            return Tensor::zeros(&self.ctx, &[1]);
+        }
         let k = self.kmlp.forward()?;
         let sample = self.prior.sample();
         let kr = self.upload_kernel(&sample)?;
@@ -480,6 +505,13 @@ impl<'a> DipDkp<'a> {
     /// CPU, as the reference does with `.item()`).
     pub fn prior_step(&mut self, it: usize) -> Result<PriorStep> {
         self.started = true;
+        if self.fixed.is_some() {
+            return Ok(PriorStep {
+                errors: Vec::new(),
+                weights: Vec::new(),
+                loss: Tensor::zeros(&self.ctx, &[1])?,
+            });
+        }
         // A new outer iteration discards what the previous one accumulated but never stepped.
         self.acc = None;
         let sf = self.cfg.sf;
@@ -566,6 +598,21 @@ impl<'a> DipDkp<'a> {
         drop(gx);
 
         let xd = x.detach();
+        if let Some(k) = self.fixed.clone() {
+            // The kernel loss is the data term itself when the kernel cannot move.
+            self.update_ema(&xd, &k)?;
+            self.ctx.flush()?;
+            return Ok(DipStep {
+                step: s,
+                data: data.detach(),
+                grad_prior: reg.detach(),
+                image_loss: lx.detach(),
+                kernel_loss: data.detach(),
+                kernel_stepped: false,
+                x: xd,
+                k,
+            });
+        }
         let k = self.kmlp.forward()?;
         let yk = degrade(&xd, &k, sf)?;
         let lk = if ssim_phase {
