@@ -103,7 +103,11 @@ pub struct Context {
     /// MAP_READ staging buffers for readback, reused by size class.
     staging: Mutex<std::collections::HashMap<u64, Vec<wgpu::Buffer>>>,
     counters: Counters,
+    /// Per-context values higher layers build once (FFT plans), by kind and key.
+    memo: Mutex<Memo>,
 }
+
+type Memo = std::collections::HashMap<(&'static str, usize), Arc<dyn std::any::Any + Send + Sync>>;
 
 /// Which bind group a dispatch needs: the kernel (by its cache entry, which lives as long as
 /// the context) and every storage range; the uniform block comes as a dynamic offset.
@@ -285,6 +289,7 @@ impl Context {
             force_f32: AtomicBool::new(false),
             staging: Mutex::new(std::collections::HashMap::new()),
             counters: Counters::default(),
+            memo: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -333,6 +338,29 @@ impl Context {
     /// What the host has done for the GPU so far (see [`GpuStats`]).
     pub fn stats(&self) -> GpuStats {
         self.counters.snapshot()
+    }
+    /// The value stored under (`kind`, `key`) on this context, built by `build` on first use
+    /// (outside the lock, so a build may ask for other values). Lives as long as the context;
+    /// what it holds must not hold the context (no cycle).
+    pub fn memo<T: std::any::Any + Send + Sync>(
+        &self,
+        kind: &'static str,
+        key: usize,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let get = |m: &Memo| {
+            m.get(&(kind, key)).cloned().map(|v| {
+                v.downcast::<T>()
+                    .map_err(|_| Error::Invalid(format!("memo `{kind}` holds another type")))
+            })
+        };
+        if let Some(v) = get(&self.memo.lock().unwrap_or_else(|p| p.into_inner())) {
+            return v;
+        }
+        let built: Arc<dyn std::any::Any + Send + Sync> = Arc::new(build()?);
+        let mut m = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((kind, key)).or_insert(built);
+        get(&m).expect("just inserted")
     }
     /// Whether shaders are compiled with wgpu's runtime checks (`DKP_SHADER_CHECKS`).
     pub fn shader_checks(&self) -> bool {

@@ -7,8 +7,7 @@
 //! 5, 7, 11, 13; one dispatch per stage); any other length uses Bluestein's chirp-z transform
 //! over a mixed-radix FFT of the cheapest smooth length m >= 2n - 1. Twiddles, chirps and the
 //! chirp spectrum are computed on the CPU in f64 and uploaded once per (context, length):
-//! plans live in a process-wide cache keyed by the context's address (checked against a weak
-//! handle). Index arithmetic uses multiply-high division (see [`fast_divisor`](crate::kernels::fast_div::fast_divisor)).
+//! plans live in the context's memo (`Context::memo`), so they go when the context goes. Index arithmetic uses multiply-high division (see [`fast_divisor`](crate::kernels::fast_div::fast_divisor)).
 //!
 //! Gradients follow PyTorch for real losses of complex intermediates: the gradient of a
 //! complex tensor is stored as (dL/dRe, dL/dIm), so for y = A·x (A complex-linear) the input
@@ -17,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::f64::consts::PI;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
@@ -354,30 +353,9 @@ fn build_plan(ctx: &Arc<Context>, n: usize) -> Result<Plan> {
     })
 }
 
-type PlanCache = Mutex<HashMap<(usize, usize), (Weak<Context>, Arc<Plan>)>>;
-
 /// The cached plan for length `n` on this context (built on first use).
 pub fn plan_for(ctx: &Arc<Context>, n: usize) -> Result<Arc<Plan>> {
-    static CACHE: OnceLock<PlanCache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let key = (Arc::as_ptr(ctx) as usize, n);
-    {
-        let mut m = cache.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget plans of contexts that no longer exist (their address may be reused).
-        m.retain(|_, (w, _)| w.strong_count() > 0);
-        if let Some((w, p)) = m.get(&key)
-            && w.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx))
-        {
-            return Ok(p.clone());
-        }
-    }
-    // Built outside the lock: a Bluestein plan asks for its mixed-radix sub-plan.
-    let plan = Arc::new(build_plan(ctx, n)?);
-    let mut m = cache.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(m.entry(key)
-        .or_insert_with(|| (Arc::downgrade(ctx), plan))
-        .1
-        .clone())
+    ctx.memo("fft-plan", n, || build_plan(ctx, n))
 }
 
 // ------------------------------------------------------------------------------------------
