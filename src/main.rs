@@ -80,7 +80,7 @@ fn run(cli: Cli) -> Result<()> {
     let multi = opts
         .adapter
         .as_deref()
-        .is_some_and(|a| a.trim().eq_ignore_ascii_case("all") || a.contains(','));
+        .is_some_and(cli::common::names_several_adapters);
     if multi && !matches!(cli.cmd, Cmd::Dip(_)) {
         anyhow::bail!(
             "--adapter {}: only `dkp dip` runs on several adapters at once; name one adapter",

@@ -222,6 +222,11 @@ impl PriorArg {
     }
 }
 
+/// Whether an `--adapter` value asks for several workers (`all` or a comma list).
+pub fn names_several_adapters(spec: &str) -> bool {
+    spec.trim().eq_ignore_ascii_case("all") || spec.contains(',')
+}
+
 /// `--adapter all` or `--adapter A,B,…`: the adapters `dkp dip` spreads its images over, one
 /// worker each (`None` for a single adapter, chosen as usual). `all` means every hardware
 /// adapter, or the software ones when there is none; a name given twice runs two workers on
@@ -232,7 +237,7 @@ pub fn worker_adapters(
     let Some(spec) = opts.adapter.as_deref().map(str::trim) else {
         return Ok(None);
     };
-    if !spec.eq_ignore_ascii_case("all") && !spec.contains(',') {
+    if !names_several_adapters(spec) {
         return Ok(None);
     }
     let infos: Vec<wgpu::AdapterInfo> = dkp::gpu::enumerate(opts.backend.as_deref())

@@ -11,9 +11,7 @@ use dkp::method::prior::{PriorKind, make_prior};
 use dkp::rand::Rng;
 use dkp::{Context, autograd, ops};
 
-use super::BenchArgs;
-
-const MIB: f64 = (1u64 << 20) as f64;
+use super::{BenchArgs, MIB};
 
 #[derive(serde::Serialize)]
 struct DipBench {

@@ -9,6 +9,9 @@ pub mod dip;
 pub mod ops;
 pub mod unet;
 
+/// Bytes per MiB, for the memory columns.
+const MIB: f64 = (1u64 << 20) as f64;
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BenchWhat {
     /// Individual kernels at representative DIP sizes.

@@ -11,9 +11,7 @@ use dkp::models::unet::{Unet, UnetConfig};
 use dkp::rand::Rng;
 use dkp::{Context, Tensor};
 
-use super::BenchArgs;
-
-const MIB: f64 = (1u64 << 20) as f64;
+use super::{BenchArgs, MIB};
 
 #[derive(serde::Serialize)]
 struct UnetBench {
