@@ -3,7 +3,7 @@
 
 pub use crate::kernels::attention::attention;
 pub use crate::kernels::conv::{
-    Conv2dParams, PackedConvWeight, conv_transpose2d, conv2d, conv2d_packed, conv2d_with,
+    Conv2dParams, PackedConvWeight, conv_transpose2d, conv2d, conv2d_packed,
 };
 pub use crate::kernels::elementwise::{
     BinaryOp, UnaryOp, abs, add, add_scalar, affine, binary, cast, clamp, div, exp, fill,
@@ -21,8 +21,7 @@ pub use crate::kernels::norm::{
 };
 pub use crate::kernels::reduce::{max_dim, mean_all, mean_dims, sum_all, sum_dims};
 pub use crate::kernels::resample::{
-    avg_pool2x2, bicubic_resize, max_pool2x2, upsample_bilinear2x, upsample_bilinear2x_tuned,
-    upsample_nearest,
+    avg_pool2x2, bicubic_resize, max_pool2x2, upsample_bilinear2x, upsample_nearest,
 };
 pub use crate::kernels::shape::{
     PadMode, concat, crop2d, pad2d, roll2d, slice, subsample, zero_insert_upsample,

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Tuning};
-use crate::kernels::matmul::tuning;
+use crate::kernels::variant::tuning;
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "attention";
@@ -123,28 +123,17 @@ fn params(bh: usize, t: usize, s: usize, d: usize, dv: usize, rows: usize, scale
 }
 
 /// Forward pass, not recorded: the output `[B, H, T, dv]` and the per-row log-sum-exp
-/// `[B, H, T]` of the scaled scores.
+/// `[B, H, T]` of the scaled scores. Q, K and V share one dtype (f32, or f16 for inference:
+/// output f16, softmax and accumulation in f32); the log-sum-exp is f32.
 pub fn attention_fwd_raw(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     scale: f32,
 ) -> Result<(Tensor, Tensor)> {
-    attention_fwd_tuned(q, k, v, scale, tuning(q.ctx()))
-}
-
-/// `attention_fwd_raw` with the kernel variant forced (tests run both on any adapter). Q, K
-/// and V share one dtype (f32, or f16 for inference: output f16, softmax and accumulation
-/// in f32); the log-sum-exp is f32.
-pub fn attention_fwd_tuned(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f32,
-    tu: Tuning,
-) -> Result<(Tensor, Tensor)> {
     let (b, h, t, s, d, dv) = dims(q, k, v)?;
     let ctx = q.ctx();
+    let tu = tuning(ctx);
     let dt = q.dtype();
     let o = Tensor::empty_dtype(ctx, &[b, h, t, dv], dt)?;
     let lse = Tensor::empty(ctx, &[b, h, t])?;

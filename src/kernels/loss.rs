@@ -12,6 +12,7 @@ use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, KernelKey, Tuning};
 use crate::kernels::fast_div::fast_divisor;
+use crate::kernels::variant;
 use crate::tensor::Tensor;
 
 const FAMILY: &str = "loss";
@@ -182,10 +183,10 @@ fn reduce_levels(
     }
 }
 
-/// `alpha + beta * Σ x` as a `[1]` tensor (not recorded), with an explicit tuning (tests run
-/// both variants on any adapter).
-pub fn sum_scaled_with(x: &Tensor, alpha: f32, beta: f32, tuning: Tuning) -> Result<Tensor> {
+/// `alpha + beta * Σ x` as a `[1]` tensor (not recorded).
+pub fn sum_scaled(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     let op = "sum";
+    let tuning = variant::tuning(x.ctx());
     x.expect_f32(op)?;
     let n = x.numel();
     reduce_levels(op, x, n, tuning, alpha, beta, &|p, out, inv| {
@@ -204,11 +205,6 @@ pub fn sum_scaled_with(x: &Tensor, alpha: f32, beta: f32, tuning: Tuning) -> Res
             4.0 * n as f64,
         )
     })
-}
-
-/// `alpha + beta * Σ x` with the context's tuning (not recorded).
-pub fn sum_scaled(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
-    sum_scaled_with(x, alpha, beta, x.ctx().tuning)
 }
 
 fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -230,10 +226,11 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// MSE with an explicit reduction tuning (not recorded).
-pub fn mse_loss_with(a: &Tensor, b: &Tensor, tuning: Tuning) -> Result<Tensor> {
+/// Mean of (a - b)² over all elements, `[1]`, not recorded.
+fn mse_value(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let op = "mse_loss";
     same_shape(op, a, b)?;
+    let tuning = variant::tuning(a.ctx());
     let n = a.numel();
     reduce_levels(op, a, n, tuning, 0.0, 1.0 / n as f32, &|p, out, inv| {
         let entry = match tuning {
@@ -255,7 +252,7 @@ pub fn mse_loss_with(a: &Tensor, b: &Tensor, tuning: Tuning) -> Result<Tensor> {
 
 /// Mean of (a - b)² over all elements, `[1]` (differentiable in both).
 pub fn mse_loss(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let out = mse_loss_with(a, b, a.ctx().tuning)?;
+    let out = mse_value(a, b)?;
     if needs_grad(&[a, b]) {
         let (ac, bc) = (a.detach(), b.detach());
         let (na, nb) = (a.requires_grad(), b.requires_grad());

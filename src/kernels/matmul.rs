@@ -3,18 +3,16 @@
 //!
 //! Software adapters (lavapipe) get register-blocked kernels without workgroup memory
 //! (`mm_soft_sg` with subgroup broadcasts, `mm_soft4` with vec4 column groups, `mm_soft` for any
-//! shape); GPUs get `mm_tiled`, shared-memory tiles. `ctx.tuning` picks the family;
-//! [`with_tuning`] and [`with_matmul_kernel`] force a variant on the current thread (tests,
-//! benchmarks).
-
-use std::cell::Cell;
+//! shape); GPUs get `mm_tiled`, shared-memory tiles. Selection follows `kernels::variant`.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, Context, KernelKey, Tuning};
+use crate::gpu::{BufRange, Context, KernelKey};
 use crate::kernels::binding::{align_elems, max_window_elems, window};
+use crate::kernels::variant;
+pub use crate::kernels::variant::MatmulKernel;
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "matmul";
@@ -34,60 +32,6 @@ const TILE_M: u32 = 64;
 const TILE_N: u32 = 64;
 const TILE_K: u32 = 16;
 
-/// The matmul kernels. `Tuning::Software` picks the fastest applicable of `Subgroup`, `Vec4`,
-/// `Scalar`; `Tuning::Gpu` uses `Tiled`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MatmulKernel {
-    /// `mm_soft_sg`: vec4 columns per lane, A rows shared by subgroup broadcast (needs
-    /// subgroups of >= 8 lanes, K % 4 == 0, N % 4 == 0; transposed operands are materialized).
-    Subgroup,
-    /// `mm_soft4`: vec4 columns per lane, uniform A loads (needs N % 4 == 0; a transposed B is
-    /// materialized).
-    Vec4,
-    /// `mm_soft`: scalar loads, any shape, transposes read in place.
-    Scalar,
-    /// `mm_tiled`: shared-memory tiles (GPUs).
-    Tiled,
-}
-
-thread_local! {
-    static FORCED: Cell<Option<Tuning>> = const { Cell::new(None) };
-    static FORCED_MM: Cell<Option<MatmulKernel>> = const { Cell::new(None) };
-}
-
-/// Run `f` with every kernel family of this crate that has two tunings (matmul, attention)
-/// forced to `tuning` on this thread (including backward passes run inside `f`).
-pub fn with_tuning<R>(tuning: Tuning, f: impl FnOnce() -> R) -> R {
-    let prev = FORCED.with(|c| c.replace(Some(tuning)));
-    struct Restore(Option<Tuning>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCED.with(|c| c.set(self.0));
-        }
-    }
-    let _r = Restore(prev);
-    f()
-}
-
-/// Run `f` with matmuls on this thread using `kernel` where its shape conditions hold (else
-/// the next simpler software kernel). For tests and benchmarks.
-pub fn with_matmul_kernel<R>(kernel: MatmulKernel, f: impl FnOnce() -> R) -> R {
-    let prev = FORCED_MM.with(|c| c.replace(Some(kernel)));
-    struct Restore(Option<MatmulKernel>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCED_MM.with(|c| c.set(self.0));
-        }
-    }
-    let _r = Restore(prev);
-    f()
-}
-
-/// The tuning kernels use on this thread: the forced one, else the context's.
-pub fn tuning(ctx: &Context) -> Tuning {
-    FORCED.with(|c| c.get()).unwrap_or(ctx.tuning)
-}
-
 /// Subgroup kernels need the feature and subgroups of at least 8 lanes.
 fn subgroups_ok(ctx: &Context) -> bool {
     ctx.features.contains(wgpu::Features::SUBGROUP)
@@ -96,13 +40,7 @@ fn subgroups_ok(ctx: &Context) -> bool {
 
 /// The kernel a product of this shape runs on (before transposes are materialized).
 fn choose(ctx: &Context, n: usize, k: usize) -> MatmulKernel {
-    let forced = FORCED_MM.with(|c| c.get());
-    let best = match (forced, tuning(ctx)) {
-        (Some(f), _) => f,
-        (None, Tuning::Gpu) => MatmulKernel::Tiled,
-        (None, Tuning::Software) => MatmulKernel::Subgroup,
-    };
-    match best {
+    match variant::matmul(ctx) {
         MatmulKernel::Subgroup
             if n.is_multiple_of(4) && k.is_multiple_of(4) && subgroups_ok(ctx) =>
         {

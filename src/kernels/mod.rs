@@ -15,6 +15,7 @@ pub mod resample;
 pub mod shape;
 pub mod softmax;
 pub mod sources;
+pub mod variant;
 
 use crate::gpu::KernelKey;
 

@@ -8,6 +8,7 @@ use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Tuning};
 use crate::kernels::binding::plane_chunks;
+use crate::kernels::variant;
 use crate::tensor::{DType, Tensor};
 
 const FAMILY: &str = "resample";
@@ -234,14 +235,8 @@ fn bilinear2x_blocked(
 
 /// PyTorch `nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False)` on the last two
 /// dims: source coordinate `(dst + 0.5) / 2 - 0.5` clamped at 0, neighbours clamped to n-1.
-/// Differentiable.
+/// Differentiable. Software tuning: 2x2 outputs per invocation; GPU: one per invocation.
 pub fn upsample_bilinear2x(x: &Tensor) -> Result<Tensor> {
-    upsample_bilinear2x_tuned(x, x.ctx().tuning)
-}
-
-/// `upsample_bilinear2x` with an explicit kernel tuning (tests run both on any adapter):
-/// `Software` = 2x2 outputs per invocation, `Gpu` = one output per invocation.
-pub fn upsample_bilinear2x_tuned(x: &Tensor, tuning: Tuning) -> Result<Tensor> {
     let op = "upsample_bilinear2x";
     let (np, h, w) = planes_hw(op, x)?;
     let geo = Geo {
@@ -254,7 +249,7 @@ pub fn upsample_bilinear2x_tuned(x: &Tensor, tuning: Tuning) -> Result<Tensor> {
     };
     let in_shape = x.shape().to_vec();
     let out_shape = with_hw(&in_shape, 2 * h, 2 * w);
-    let y = match tuning {
+    let y = match variant::tuning(x.ctx()) {
         Tuning::Software => bilinear2x_blocked(op, &geo, x, &out_shape)?,
         Tuning::Gpu => run(op, "bilinear_fwd", &geo, x, &out_shape, false, 7.0, 4.0)?,
     };

@@ -2,7 +2,7 @@ use dkp::Tensor;
 use dkp::autograd;
 use dkp::gpu::Tuning;
 use dkp::kernels::attention::{attention, attention_ref};
-use dkp::kernels::matmul::with_tuning;
+use dkp::kernels::variant::{Forced, force};
 
 use crate::common::*;
 
@@ -38,7 +38,7 @@ fn attention_matches_pytorch_sdpa_on_both_tunings() {
     let Some(ctx) = ctx() else { return };
     let fx = Fixture::load("attention").unwrap();
     for t in [Tuning::Software, Tuning::Gpu] {
-        with_tuning(t, || {
+        force(Forced::tuning(t), || {
             // T=37, S=29, d=16, dv=12; T=S=256, d=64; d=128; a sharp softmax (scale 3)
             for name in ["odd", "t256", "d128", "sharp"] {
                 golden(&ctx, &fx, name, &format!("{t:?}"));
@@ -54,7 +54,7 @@ fn attention_gradcheck() {
     let (b, h, t, s, d, dv) = (1usize, 2usize, 5usize, 11usize, 4usize, 3usize);
     let scale = 0.7f32;
     for tu in [Tuning::Software, Tuning::Gpu] {
-        with_tuning(tu, || {
+        force(Forced::tuning(tu), || {
             gradcheck(
                 &ctx,
                 &format!("attention {tu:?}"),

@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
-use dkp::kernels::conv::{self as cv, Conv2dParams, ConvImpl};
+use dkp::kernels::conv::{self as cv, Conv2dParams, ConvKernel};
 use dkp::kernels::shape::PadMode;
+use dkp::kernels::variant::{Forced, force};
 use dkp::{Context, DType, Error, Tensor, autograd, ops};
 
 use crate::common::*;
@@ -134,21 +135,27 @@ fn conv2d_f16_weights_and_activations_match_f32() {
         let (w32, w16) = pair(&ctx, &wv, &ws);
         let (b32, b16) = pair(&ctx, &bv, &[o]);
         let p = Conv2dParams::new(s, pd, PadMode::Constant);
-        for imp in [ConvImpl::Software, ConvImpl::SoftwareGeneric, ConvImpl::Gpu] {
-            let want = cv::conv2d_impl(&x32, &w32, Some(&b32), &p, imp).unwrap();
-            // f16 weights, f32 activations: exact widening, f32 accumulation.
-            let y = cv::conv2d_impl(&x32, &w16, Some(&b16), &p, imp).unwrap();
-            assert_eq!(y.dtype(), DType::F32);
-            assert_close(
-                &format!("{imp:?} {xs:?} k{k} s{s} f16 weights"),
-                &y.to_vec().unwrap(),
-                &want.to_vec().unwrap(),
-                1e-5,
-                1e-5,
-            );
-            // f16 activations too: only the output rounding differs.
-            let y = cv::conv2d_impl(&x16, &w16, Some(&b16), &p, imp).unwrap();
-            check16(&format!("{imp:?} {xs:?} k{k} s{s} f16 io"), &y, &want);
+        for imp in [
+            ConvKernel::Software,
+            ConvKernel::SoftwareGeneric,
+            ConvKernel::Gpu,
+        ] {
+            force(Forced::conv(imp), || {
+                let want = cv::conv2d(&x32, &w32, Some(&b32), &p).unwrap();
+                // f16 weights, f32 activations: exact widening, f32 accumulation.
+                let y = cv::conv2d(&x32, &w16, Some(&b16), &p).unwrap();
+                assert_eq!(y.dtype(), DType::F32);
+                assert_close(
+                    &format!("{imp:?} {xs:?} k{k} s{s} f16 weights"),
+                    &y.to_vec().unwrap(),
+                    &want.to_vec().unwrap(),
+                    1e-5,
+                    1e-5,
+                );
+                // f16 activations too: only the output rounding differs.
+                let y = cv::conv2d(&x16, &w16, Some(&b16), &p).unwrap();
+                check16(&format!("{imp:?} {xs:?} k{k} s{s} f16 io"), &y, &want);
+            });
         }
     }
 }
@@ -178,18 +185,24 @@ fn conv2d_prepacked_weights_equal_per_call_packing() {
         let pk16 = cv::PackedConvWeight::new(&w16, 1).unwrap();
         assert_eq!((pk32.dtype(), pk16.dtype()), (DType::F32, DType::F16));
         assert_eq!(pk32.shape(), &ws[..]);
-        for imp in [ConvImpl::Software, ConvImpl::SoftwareGeneric, ConvImpl::Gpu] {
-            for (x, w, pk, b) in [
-                (&x32, &w32, &pk32, &b32),
-                (&x32, &w16, &pk16, &b16),
-                (&x16, &w16, &pk16, &b16),
-            ] {
-                let what = format!("{imp:?} {xs:?} k{k} x {:?} w {:?}", x.dtype(), w.dtype());
-                let want = cv::conv2d_impl(x, w, Some(b), &p, imp).unwrap();
-                let got = cv::conv2d_packed_impl(x, pk, Some(b), &p, imp).unwrap();
-                assert_eq!(got.dtype(), want.dtype(), "{what}");
-                assert_eq!(got.to_vec().unwrap(), want.to_vec().unwrap(), "{what}");
-            }
+        for imp in [
+            ConvKernel::Software,
+            ConvKernel::SoftwareGeneric,
+            ConvKernel::Gpu,
+        ] {
+            force(Forced::conv(imp), || {
+                for (x, w, pk, b) in [
+                    (&x32, &w32, &pk32, &b32),
+                    (&x32, &w16, &pk16, &b16),
+                    (&x16, &w16, &pk16, &b16),
+                ] {
+                    let what = format!("{imp:?} {xs:?} k{k} x {:?} w {:?}", x.dtype(), w.dtype());
+                    let want = cv::conv2d(x, w, Some(b), &p).unwrap();
+                    let got = cv::conv2d_packed(x, pk, Some(b), &p).unwrap();
+                    assert_eq!(got.dtype(), want.dtype(), "{what}");
+                    assert_eq!(got.to_vec().unwrap(), want.to_vec().unwrap(), "{what}");
+                }
+            });
         }
     }
     // Inference only: an input that requires a gradient is refused, not silently cut off.
@@ -301,7 +314,7 @@ fn f16_torso_ops_match_f32() {
 #[test]
 fn attention_f16_matches_f32_both_tunings() {
     use dkp::gpu::Tuning;
-    use dkp::kernels::attention::attention_fwd_tuned;
+    use dkp::kernels::attention::attention_fwd_raw;
     let Some(ctx) = ctx() else { return };
     let _ng = autograd::no_grad(&ctx);
     let mut rng = Rng::new(9);
@@ -311,17 +324,19 @@ fn attention_f16_matches_f32_both_tunings() {
         let (v32, v16) = pair(&ctx, &rng.vec(b * h * s * d, -1.0, 1.0), &[b, h, s, d]);
         let scale = 1.0 / (d as f32).sqrt();
         for tu in [Tuning::Software, Tuning::Gpu] {
-            let (want, lw) = attention_fwd_tuned(&q32, &k32, &v32, scale, tu).unwrap();
-            let (got, lg) = attention_fwd_tuned(&q16, &k16, &v16, scale, tu).unwrap();
-            check16(&format!("attention {tu:?} t{t} s{s} d{d}"), &got, &want);
-            assert_eq!(lg.dtype(), DType::F32);
-            assert_close(
-                "attention lse",
-                &lg.to_vec().unwrap(),
-                &lw.to_vec().unwrap(),
-                1e-5,
-                1e-5,
-            );
+            force(Forced::tuning(tu), || {
+                let (want, lw) = attention_fwd_raw(&q32, &k32, &v32, scale).unwrap();
+                let (got, lg) = attention_fwd_raw(&q16, &k16, &v16, scale).unwrap();
+                check16(&format!("attention {tu:?} t{t} s{s} d{d}"), &got, &want);
+                assert_eq!(lg.dtype(), DType::F32);
+                assert_close(
+                    "attention lse",
+                    &lg.to_vec().unwrap(),
+                    &lw.to_vec().unwrap(),
+                    1e-5,
+                    1e-5,
+                );
+            });
         }
     }
     let q = Tensor::from_slice(&ctx, &[0.0; 4], &[1, 1, 1, 4]).unwrap();
@@ -441,10 +456,16 @@ fn conv2d_f16_stores_f16_directly() {
         )
         .unwrap();
         let b = Tensor::from_f16(&ctx, &h16(&rng.vec(16, -0.3, 0.3)), &[16]).unwrap();
-        for imp in [ConvImpl::Software, ConvImpl::SoftwareGeneric, ConvImpl::Gpu] {
-            let p = Conv2dParams::new(1, k / 2, PadMode::Constant);
-            let y = cv::conv2d_impl(&x, &w, Some(&b), &p, imp).unwrap();
-            assert_eq!(y.dtype(), DType::F16);
+        for imp in [
+            ConvKernel::Software,
+            ConvKernel::SoftwareGeneric,
+            ConvKernel::Gpu,
+        ] {
+            force(Forced::conv(imp), || {
+                let p = Conv2dParams::new(1, k / 2, PadMode::Constant);
+                let y = cv::conv2d(&x, &w, Some(&b), &p).unwrap();
+                assert_eq!(y.dtype(), DType::F16);
+            });
         }
     }
     ctx.flush().unwrap();

@@ -1,9 +1,7 @@
 use dkp::autograd;
 use dkp::gpu::Tuning;
-use dkp::kernels::matmul::{
-    self as mm, MatmulKernel, linear_ref, matmul_ref, transpose2d_ref, with_matmul_kernel,
-    with_tuning,
-};
+use dkp::kernels::matmul::{self as mm, MatmulKernel, linear_ref, matmul_ref, transpose2d_ref};
+use dkp::kernels::variant::{Forced, force};
 use dkp::{Result, Tensor};
 
 use crate::common::*;
@@ -153,7 +151,7 @@ fn all_cases(ctx: &std::sync::Arc<dkp::Context>, what: &str) {
 fn matmul_matches_golden_on_every_kernel() {
     let Some(ctx) = ctx() else { return };
     for k in KERNELS {
-        with_matmul_kernel(k, || all_cases(&ctx, &format!("{k:?}")));
+        force(Forced::matmul(k), || all_cases(&ctx, &format!("{k:?}")));
     }
 }
 
@@ -161,7 +159,7 @@ fn matmul_matches_golden_on_every_kernel() {
 fn matmul_default_tunings_match_golden() {
     let Some(ctx) = ctx() else { return };
     for t in [Tuning::Software, Tuning::Gpu] {
-        with_tuning(t, || all_cases(&ctx, &format!("{t:?}")));
+        force(Forced::tuning(t), || all_cases(&ctx, &format!("{t:?}")));
     }
 }
 
@@ -189,7 +187,7 @@ fn matmul_gradcheck() {
     ] {
         for (sa, sb, ta, tb) in cases {
             let (sa2, sb2) = (sa.to_vec(), sb.to_vec());
-            with_matmul_kernel(k, || {
+            force(Forced::matmul(k), || {
                 gradcheck(
                     &ctx,
                     &format!("matmul {k:?} {sa:?}x{sb:?} ta={ta} tb={tb}"),
@@ -347,7 +345,7 @@ fn matmul_materialized_transposes_gradcheck() {
         for (sa, sb, ta, tb) in cases {
             let (sa2, sb2) = (sa.to_vec(), sb.to_vec());
             let (xa, xb) = (flat(sa, &mut rng), flat(sb, &mut rng));
-            with_matmul_kernel(k, || {
+            force(Forced::matmul(k), || {
                 let ta_t = Tensor::from_slice(&ctx, &xa.1, sa).unwrap();
                 let tb_t = Tensor::from_slice(&ctx, &xb.1, sb).unwrap();
                 let got = mm::matmul_t(&ta_t, &tb_t, ta, tb)

@@ -150,20 +150,17 @@ fn usrnet_forward_matches_reference_16_to_32() {
 /// variants) forced on this adapter, so the model is proven on both code paths.
 #[test]
 fn usrnet_forward_matches_reference_with_gpu_tuning() {
-    if ctx().is_none() {
-        return;
-    }
-    let mut c = Context::new(&dkp::ContextOptions::default()).unwrap();
-    let Some(inner) = Arc::get_mut(&mut c) else {
-        panic!("a fresh context is not shared")
-    };
-    inner.tuning = dkp::gpu::Tuning::Gpu;
-    let net = net(&c);
+    let Some(c) = ctx() else { return };
+    use dkp::kernels::variant::{Forced, force};
+    let got = force(Forced::tuning(dkp::gpu::Tuning::Gpu), || {
+        let net = net(&c);
+        let r = parse_reference();
+        let y = Tensor::from_slice(&c, &r.lr, &[1, 3, 16, 16]).unwrap();
+        let kconv = correlation_to_convolution(&reference_kernel(), 11).unwrap();
+        let k = Tensor::from_slice(&c, &kconv, &[11, 11]).unwrap();
+        net.forward(&y, &k, 2, 0.0).unwrap().to_vec().unwrap()
+    });
     let r = parse_reference();
-    let y = Tensor::from_slice(&c, &r.lr, &[1, 3, 16, 16]).unwrap();
-    let kconv = correlation_to_convolution(&reference_kernel(), 11).unwrap();
-    let k = Tensor::from_slice(&c, &kconv, &[11, 11]).unwrap();
-    let got = net.forward(&y, &k, 2, 0.0).unwrap().to_vec().unwrap();
     eprintln!(
         "usrnet 16->32 with Tuning::Gpu: max abs err {:.3e}",
         max_abs(&got, &r.out)

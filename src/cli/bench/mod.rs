@@ -4,6 +4,8 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use dkp::gpu::Tuning;
+use dkp::kernels::variant::{ConvKernel, Forced, MatmulKernel};
 
 pub mod dip;
 pub mod ops;
@@ -23,6 +25,47 @@ pub enum BenchWhat {
     Dip,
 }
 
+/// `--variant`: the kernel selection `dkp bench` runs under (`kernels::variant`).
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum VariantArg {
+    /// What the adapter gets by default.
+    Auto,
+    /// Every family on its software tuning.
+    Software,
+    /// Software tuning, convolutions on the generic (not generated) kernels only.
+    SoftwareGeneric,
+    /// Every family on its GPU tuning (workgroup-memory tiles).
+    Gpu,
+    /// Software tuning, matmuls at most on the vec4 kernel.
+    MatmulVec4,
+    /// Software tuning, matmuls on the scalar kernel.
+    MatmulScalar,
+}
+
+impl VariantArg {
+    fn forced(self) -> Forced {
+        let soft = |f: Forced| Forced {
+            tuning: Some(Tuning::Software),
+            ..f
+        };
+        match self {
+            Self::Auto => Forced::default(),
+            Self::Software => Forced::tuning(Tuning::Software),
+            Self::SoftwareGeneric => soft(Forced::conv(ConvKernel::SoftwareGeneric)),
+            Self::Gpu => Forced::tuning(Tuning::Gpu),
+            Self::MatmulVec4 => soft(Forced::matmul(MatmulKernel::Vec4)),
+            Self::MatmulScalar => soft(Forced::matmul(MatmulKernel::Scalar)),
+        }
+    }
+
+    pub(super) fn describe(self, adapter: Tuning) -> String {
+        match self {
+            Self::Auto => format!("the adapter's ({adapter:?} tuning)"),
+            v => format!("forced {v:?}"),
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct BenchArgs {
     #[arg(value_enum, default_value = "ops")]
@@ -36,6 +79,9 @@ pub struct BenchArgs {
     /// Only run cases whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Force one kernel variant instead of the adapter's choice.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub variant: VariantArg,
     /// Write the results as JSON to this file as well.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -64,9 +110,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
-    match args.what {
+    dkp::kernels::variant::force(args.variant.forced(), || match args.what {
         BenchWhat::Ops => ops::run(opts, args),
         BenchWhat::Unet => unet::run(opts, args),
         BenchWhat::Dip => dip::run(opts, args),
-    }
+    })
 }

@@ -1,7 +1,10 @@
 //! `dkp bench ops`: per-kernel GPU timings (calls, mean time, GFLOP/s, GB/s) for the
-//! representative DIP sizes, measured with per-dispatch timestamps.
+//! representative DIP and Diff-DKP sizes, measured with per-dispatch timestamps, and the
+//! median wall clock per case; `--variant` forces one kernel variant (the way every variant
+//! of a family is compared on one adapter).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Result;
 use dkp::ops::{self, Conv2dParams, PadMode};
@@ -48,6 +51,37 @@ fn conv_case(
     })
 }
 
+/// A case timing `f(x)` forward and backward (a random output gradient), or forward only.
+fn unary_case(
+    ctx: &Arc<Context>,
+    rng: &mut Rng,
+    name: &str,
+    shape: &[usize],
+    backward: bool,
+    f: impl Fn(&Tensor) -> dkp::Result<Tensor> + 'static,
+) -> dkp::Result<Case> {
+    let x = rand_tensor(ctx, rng, shape)?;
+    let x = if backward { x.into_param() } else { x };
+    let ctx = ctx.clone();
+    Ok(Case {
+        name: format!(
+            "{name} {shape:?} ({})",
+            if backward { "fwd + bwd" } else { "fwd" }
+        ),
+        run: Box::new(move || {
+            if !backward {
+                let _ng = autograd::no_grad(&ctx);
+                f(&x)?;
+                return Ok(());
+            }
+            let y = f(&x)?;
+            let g = Tensor::full(&ctx, y.shape(), 0.5)?;
+            autograd::backward_with(&y, g)?;
+            Ok(())
+        }),
+    })
+}
+
 fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
     let mut rng = Rng::new(42);
     let mut v = vec![
@@ -55,8 +89,85 @@ fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
         conv_case(ctx, &mut rng, 128, 128, 3, 256, 1)?,
         conv_case(ctx, &mut rng, 144, 128, 3, 128, 1)?,
         conv_case(ctx, &mut rng, 128, 128, 3, 256, 2)?,
+        conv_case(ctx, &mut rng, 256, 256, 3, 64, 1)?,
+        conv_case(ctx, &mut rng, 128, 128, 1, 128, 1)?,
         conv_case(ctx, &mut rng, 128, 16, 1, 256, 1)?,
+        conv_case(ctx, &mut rng, 128, 3, 1, 256, 1)?,
     ];
+    let reflect1 = |x: &Tensor| ops::pad2d(x, 1, 1, 1, 1, PadMode::Reflect, 0.0);
+    v.extend([
+        unary_case(
+            ctx,
+            &mut rng,
+            "batch norm + leaky relu",
+            &[1, 128, 256, 256],
+            true,
+            |x| {
+                let c = x.shape()[1];
+                let gamma = Tensor::full(x.ctx(), &[c], 1.0)?;
+                let beta = Tensor::zeros(x.ctx(), &[c])?;
+                ops::batch_norm_leaky_relu(x, &gamma, &beta, 1e-5, 0.2)
+            },
+        )?,
+        unary_case(
+            ctx,
+            &mut rng,
+            "pad2d reflect 1",
+            &[1, 128, 256, 256],
+            true,
+            reflect1,
+        )?,
+        unary_case(
+            ctx,
+            &mut rng,
+            "crop2d to 255^2",
+            &[1, 128, 256, 256],
+            false,
+            |x| ops::crop2d(x, 0, 0, 255, 255),
+        )?,
+        unary_case(
+            ctx,
+            &mut rng,
+            "concat with 16ch",
+            &[1, 128, 255, 255],
+            false,
+            |x| {
+                let s = Tensor::full(x.ctx(), &[1, 16, 255, 255], 0.5)?;
+                ops::concat(&[&s, x], 1)
+            },
+        )?,
+        unary_case(
+            ctx,
+            &mut rng,
+            "max pool 2x2",
+            &[1, 128, 256, 256],
+            true,
+            ops::max_pool2x2,
+        )?,
+        unary_case(
+            ctx,
+            &mut rng,
+            "bicubic 256->85->256",
+            &[1, 3, 256, 256],
+            false,
+            |x| ops::bicubic_resize(&ops::bicubic_resize(x, 85, 85)?, 256, 256),
+        )?,
+    ]);
+    {
+        let (b, h, t, d) = (1, 8, 1024, 64);
+        let q = rand_tensor(ctx, &mut rng, &[b, h, t, d])?.into_param();
+        let k = rand_tensor(ctx, &mut rng, &[b, h, t, d])?.into_param();
+        let vv = rand_tensor(ctx, &mut rng, &[b, h, t, d])?.into_param();
+        let g = rand_tensor(ctx, &mut rng, &[b, h, t, d])?;
+        v.push(Case {
+            name: format!("attention B{b} H{h} T=S={t} d{d} (fwd + bwd)"),
+            run: Box::new(move || {
+                let y = ops::attention(&q, &k, &vv, 1.0 / (d as f32).sqrt())?;
+                autograd::backward_with(&y, g.clone())?;
+                Ok(())
+            }),
+        });
+    }
     {
         let x = rand_tensor(ctx, &mut rng, &[1, 128, 128, 128])?.into_param();
         let g = rand_tensor(ctx, &mut rng, &[1, 128, 256, 256])?;
@@ -87,9 +198,11 @@ fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
         let a = rand_tensor(ctx, &mut rng, &[1024, 1024])?;
         let b = rand_tensor(ctx, &mut rng, &[1024, 1024])?;
         v.push(Case {
-            name: "matmul 1024^3".into(),
+            name: "matmul 1024^3 (A·B, Aᵀ·B, A·Bᵀ)".into(),
             run: Box::new(move || {
                 ops::matmul(&a, &b)?;
+                ops::matmul_t(&a, &b, true, false)?;
+                ops::matmul_t(&a, &b, false, true)?;
                 Ok(())
             }),
         });
@@ -152,6 +265,8 @@ fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
 #[derive(serde::Serialize)]
 struct Row {
     case: String,
+    /// Median wall-clock time of one iteration of the whole case.
+    wall_ms: f64,
     kernel: String,
     calls: u64,
     mean_us: f64,
@@ -164,7 +279,7 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
     opts.profile = true;
     let ctx = Context::new(&opts)?;
     println!(
-        "adapter: {} ({}, {}){}",
+        "adapter: {} ({}, {}){}; kernels: {}",
         ctx.summary.name,
         ctx.summary.backend,
         ctx.summary.device_type,
@@ -172,10 +287,15 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
             ""
         } else {
             " — no timestamps, wall-clock fallback"
-        }
+        },
+        args.variant.describe(ctx.tuning),
     );
+    time_cases(&ctx, args)
+}
+
+fn time_cases(ctx: &Arc<Context>, args: &BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
-    for case in cases(&ctx)? {
+    for case in cases(ctx)? {
         if args
             .filter
             .as_ref()
@@ -187,20 +307,31 @@ pub fn run(opts: &dkp::ContextOptions, args: &BenchArgs) -> Result<()> {
             (case.run)()?;
         }
         ctx.flush()?;
+        ctx.wait()?;
         ctx.with_profiler(|p| p.reset());
+        let mut walls = Vec::new();
         for _ in 0..args.iters.max(1) {
+            let t0 = Instant::now();
             (case.run)()?;
+            ctx.flush()?;
+            ctx.wait()?;
+            walls.push(t0.elapsed().as_secs_f64() * 1e3);
         }
-        ctx.flush()?;
+        walls.sort_by(f64::total_cmp);
+        let wall_ms = walls[walls.len() / 2];
         let table = ctx
             .with_profiler(|p| (p.table(), p.rows()))
             .expect("profiler enabled");
-        println!("\n== {}", case.name);
+        println!(
+            "\n== {}: {wall_ms:.2} ms per iteration (median wall clock)",
+            case.name
+        );
         print!("{}", table.0);
         for (k, s) in table.1 {
             let secs = s.total_ns / 1e9;
             rows.push(Row {
                 case: case.name.clone(),
+                wall_ms,
                 kernel: k,
                 calls: s.calls,
                 mean_us: s.total_ns / 1e3 / s.calls.max(1) as f64,
