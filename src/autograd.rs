@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::thread::ThreadId;
 
 use crate::error::{Error, Result};
+use crate::gpu::Context;
 use crate::tensor::Tensor;
 
 type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send>;
@@ -28,9 +29,9 @@ struct ThreadTape {
     no_grad: u32,
 }
 
-/// Tapes keyed by thread, owned by the `Context`.
+/// Tapes keyed by thread, kept in the `Context`'s tape slot.
 #[derive(Default)]
-pub(crate) struct TapeSet {
+struct TapeSet {
     tapes: Mutex<HashMap<ThreadId, ThreadTape>>,
 }
 
@@ -41,12 +42,20 @@ impl TapeSet {
     }
 }
 
+/// The context's tapes (created on first use).
+fn tapes(ctx: &Context) -> &TapeSet {
+    ctx.tapes
+        .get_or_init(|| Box::new(TapeSet::default()))
+        .downcast_ref::<TapeSet>()
+        .expect("the context's tape slot holds autograd's TapeSet")
+}
+
 /// True when an op on these inputs must be recorded.
 pub fn needs_grad(inputs: &[&Tensor]) -> bool {
     let Some(first) = inputs.first() else {
         return false;
     };
-    inputs.iter().any(|t| t.requires_grad()) && first.ctx().tapes.with(|t| t.no_grad == 0)
+    inputs.iter().any(|t| t.requires_grad()) && tapes(first.ctx()).with(|t| t.no_grad == 0)
 }
 
 /// Record `out = op(inputs)`. `backward(grad_out)` returns one optional gradient per input,
@@ -71,7 +80,7 @@ pub fn record(
             .collect(),
         backward: Box::new(backward),
     };
-    out.ctx().tapes.with(|t| t.nodes.push(node));
+    tapes(out.ctx()).with(|t| t.nodes.push(node));
 }
 
 /// Gradients by tensor id.
@@ -125,14 +134,12 @@ pub struct NoGradGuard {
 
 impl Drop for NoGradGuard {
     fn drop(&mut self) {
-        self.ctx
-            .tapes
-            .with(|t| t.no_grad = t.no_grad.saturating_sub(1));
+        tapes(&self.ctx).with(|t| t.no_grad = t.no_grad.saturating_sub(1));
     }
 }
 
 pub fn no_grad(ctx: &std::sync::Arc<crate::gpu::Context>) -> NoGradGuard {
-    ctx.tapes.with(|t| t.no_grad += 1);
+    tapes(ctx).with(|t| t.no_grad += 1);
     NoGradGuard { ctx: ctx.clone() }
 }
 
@@ -150,7 +157,7 @@ impl Drop for IsolatedTape {
     fn drop(&mut self) {
         let nodes = std::mem::take(&mut self.saved_nodes);
         let ng = self.saved_no_grad;
-        self.ctx.tapes.with(|t| {
+        tapes(&self.ctx).with(|t| {
             t.nodes = nodes;
             t.no_grad = ng;
         });
@@ -159,7 +166,7 @@ impl Drop for IsolatedTape {
 
 /// Start an [`IsolatedTape`] on this thread.
 pub fn isolated_tape(ctx: &std::sync::Arc<crate::gpu::Context>) -> IsolatedTape {
-    let (saved_nodes, saved_no_grad) = ctx.tapes.with(|t| {
+    let (saved_nodes, saved_no_grad) = tapes(ctx).with(|t| {
         let ng = t.no_grad;
         t.no_grad = 0;
         (std::mem::take(&mut t.nodes), ng)
@@ -173,12 +180,12 @@ pub fn isolated_tape(ctx: &std::sync::Arc<crate::gpu::Context>) -> IsolatedTape 
 
 /// Drop this thread's tape without running it (e.g. after a forward pass used only for logging).
 pub fn clear_tape(ctx: &crate::gpu::Context) {
-    ctx.tapes.with(|t| t.nodes.clear());
+    tapes(ctx).with(|t| t.nodes.clear());
 }
 
 /// Number of nodes on this thread's tape.
 pub fn tape_len(ctx: &crate::gpu::Context) -> usize {
-    ctx.tapes.with(|t| t.nodes.len())
+    tapes(ctx).with(|t| t.nodes.len())
 }
 
 /// Backpropagate from a scalar `loss`. Returns the gradients of every tensor that requires grad
@@ -205,7 +212,7 @@ pub fn backward_with(out: &Tensor, grad: Tensor) -> Result<Grads> {
             out.shape()
         )));
     }
-    let nodes = ctx.tapes.with(|t| std::mem::take(&mut t.nodes));
+    let nodes = tapes(&ctx).with(|t| std::mem::take(&mut t.nodes));
     let _guard = no_grad(&ctx);
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(out.id(), grad);

@@ -1,5 +1,5 @@
 //! The one object that owns everything GPU-side: device, queue, limits, features, buffer pool,
-//! pipeline cache, command recorder, profiler, and the per-thread autodiff tapes.
+//! pipeline cache, command recorder, profiler, and a slot for the per-thread autodiff tapes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +12,6 @@ use super::pool::{BufferPool, GpuBuffer, PoolStats};
 use super::profiler::Profiler;
 use super::recorder::{BufRange, Cmd, DispatchCmd, Recorder};
 use super::stats::{Counter, Counters, GpuStats};
-use crate::autograd::TapeSet;
 use crate::error::{Error, Result};
 
 /// How to pick and open the adapter.
@@ -98,7 +97,9 @@ pub struct Context {
     max_tasks: usize,
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
-    pub(crate) tapes: TapeSet,
+    /// The autodiff tapes (owned by `autograd`, which is above this layer: the slot only
+    /// holds them so they live and die with the context).
+    pub(crate) tapes: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
     force_f32: AtomicBool,
     /// MAP_READ staging buffers for readback, reused by size class.
     staging: Mutex<std::collections::HashMap<u64, Vec<wgpu::Buffer>>>,
@@ -285,7 +286,7 @@ impl Context {
             max_tasks,
             error,
             lost,
-            tapes: TapeSet::default(),
+            tapes: std::sync::OnceLock::new(),
             force_f32: AtomicBool::new(false),
             staging: Mutex::new(std::collections::HashMap::new()),
             counters: Counters::default(),
