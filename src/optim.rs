@@ -11,11 +11,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::Grads;
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{KernelKey, Shader};
 use crate::kernels::binding::{chunk_elems, chunks};
 use crate::tensor::Tensor;
 
-const FAMILY: &str = "optim";
+static SHADER: Shader = Shader {
+    name: "optim",
+    source: include_str!("../shaders/optim.wgsl"),
+};
 const WG: u32 = 256;
 
 #[repr(C)]
@@ -31,7 +34,7 @@ struct Params {
 }
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG)
+    KernelKey::new(&SHADER, entry).u32("WG", WG)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).

@@ -10,7 +10,7 @@ pub mod stats;
 pub use context::{
     AdapterSummary, Context, ContextOptions, Tuning, enumerate, shared_test_context,
 };
-pub use pipelines::{Const, KernelKey};
+pub use pipelines::{Const, KernelKey, Shader};
 pub use pool::{GpuBuffer, PoolStats};
 pub use recorder::BufRange;
 pub use stats::GpuStats;

@@ -44,10 +44,35 @@ impl Const {
     }
 }
 
+/// Helpers shared by every shader (`wg_index`, `mulhi`, `udiv`), prepended by
+/// [`KernelKey::render`].
+pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
+/// One WGSL shader family, declared by the launcher module that owns it (so no registry has
+/// to list the families): its name (in keys and profiles) and its embedded source text.
+#[derive(Debug)]
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+// Keys are hashed on every dispatch: compare and hash shaders by name, never by their text.
+impl PartialEq for Shader {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Shader {}
+impl std::hash::Hash for Shader {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.name.hash(h)
+    }
+}
+
 /// Everything that changes the code of a kernel. Shapes never go here: they go in uniforms.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KernelKey {
-    pub family: &'static str,
+    pub shader: &'static Shader,
     pub entry: &'static str,
     pub consts: Vec<(&'static str, Const)>,
     /// Render `alias` lines of the spec block with f16 instead of f32 and enable the extension.
@@ -57,9 +82,9 @@ pub struct KernelKey {
 }
 
 impl KernelKey {
-    pub fn new(family: &'static str, entry: &'static str) -> Self {
+    pub fn new(shader: &'static Shader, entry: &'static str) -> Self {
         Self {
-            family,
+            shader,
             entry,
             consts: Vec::new(),
             f16: false,
@@ -98,7 +123,7 @@ impl KernelKey {
 
     /// Human-readable label used by the profiler: `family/entry[K=V,...]`.
     pub fn label(&self) -> String {
-        let mut s = format!("{}/{}", self.family, self.entry);
+        let mut s = format!("{}/{}", self.shader.name, self.entry);
         if !self.consts.is_empty() || self.f16 {
             s.push('[');
             let mut first = true;
@@ -126,11 +151,7 @@ impl KernelKey {
     /// The full WGSL source of this specialization: the family's file with its spec block
     /// (between `// spec:begin` and `// spec:end`) rewritten from this key.
     pub fn render(&self) -> Result<String> {
-        let body = crate::kernels::sources::source(self.family).ok_or_else(|| Error::Shader {
-            kernel: self.label(),
-            msg: format!("unknown shader family `{}`", self.family),
-        })?;
-        render_spec(body, self).map_err(|msg| Error::Shader {
+        render_spec(self.shader.source, self).map_err(|msg| Error::Shader {
             kernel: self.label(),
             msg,
         })
@@ -142,7 +163,7 @@ fn render_spec(body: &str, key: &KernelKey) -> std::result::Result<String, Strin
     if key.f16 {
         out.push_str("enable f16;\n");
     }
-    out.push_str(crate::kernels::sources::PRELUDE);
+    out.push_str(PRELUDE);
     let mut used = vec![false; key.consts.len()];
     let mut in_spec = false;
     let mut saw_spec = false;
@@ -296,7 +317,7 @@ impl PipelineCache {
         key: &KernelKey,
         src: &str,
     ) -> std::result::Result<Vec<wgpu::BindGroupLayoutEntry>, String> {
-        let id = (key.family, key.entry);
+        let id = (key.shader.name, key.entry);
         if let Some(e) = self.layouts.lock().expect("layout cache poisoned").get(&id) {
             return Ok(e.clone());
         }
@@ -387,10 +408,14 @@ impl PipelineCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    static TEST_SHADER: Shader = Shader {
+        name: "x",
+        source: "",
+    };
     #[test]
     fn spec_block_rewrites_only_named_consts() {
         let body = "// spec:begin\nconst WG: u32 = 64u;\nconst A: f32 = 1.0;\nalias T = f32;\n// spec:end\nfn f() {}\n";
-        let key = KernelKey::new("x", "main").u32("WG", 128);
+        let key = KernelKey::new(&TEST_SHADER, "main").u32("WG", 128);
         let s = render_spec(body, &key).unwrap();
         assert!(s.contains("const WG: u32 = 128u;"));
         assert!(s.contains("const A: f32 = 1.0;"));
@@ -400,12 +425,12 @@ mod tests {
         assert!(s.starts_with("enable f16;"));
         assert!(s.contains("alias T = f16;"));
         let body2 = "// spec:begin\nalias A = f32;\nalias W = f32;\n// spec:end\n";
-        let s = render_spec(body2, &KernelKey::new("x", "main").half(&["W"])).unwrap();
+        let s = render_spec(body2, &KernelKey::new(&TEST_SHADER, "main").half(&["W"])).unwrap();
         assert!(s.starts_with("enable f16;"));
         assert!(s.contains("alias A = f32;") && s.contains("alias W = f16;"));
-        let s = render_spec(body2, &KernelKey::new("x", "main").half(&[])).unwrap();
+        let s = render_spec(body2, &KernelKey::new(&TEST_SHADER, "main").half(&[])).unwrap();
         assert!(!s.contains("f16"));
-        let bad = KernelKey::new("x", "main").u32("NOPE", 1);
+        let bad = KernelKey::new(&TEST_SHADER, "main").u32("NOPE", 1);
         assert!(render_spec(body, &bad).is_err());
     }
 }

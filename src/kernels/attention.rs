@@ -6,11 +6,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Tuning};
+use crate::gpu::{KernelKey, Shader, Tuning};
 use crate::kernels::variant::tuning;
 use crate::tensor::{DType, Tensor};
 
-const FAMILY: &str = "attention";
+static SHADER: Shader = Shader {
+    name: "attention",
+    source: include_str!("../../shaders/attention.wgsl"),
+};
 const WG: u32 = 64;
 /// Largest head size (d and dv).
 pub const DMAX: usize = 128;
@@ -43,7 +46,7 @@ struct RParams {
 }
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry)
+    KernelKey::new(&SHADER, entry)
         .u32("WG", WG)
         .u32("DMAX", DMAX as u32)
         .u32("BS", BS)

@@ -5,11 +5,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{KernelKey, Shader};
 use crate::kernels::binding::{chunk_elems, chunks};
 use crate::tensor::{DType, Tensor};
 
-const FAMILY: &str = "elementwise";
+static SHADER: Shader = Shader {
+    name: "elementwise",
+    source: include_str!("../../shaders/elementwise.wgsl"),
+};
 const WG: u32 = 256;
 
 #[repr(C)]
@@ -119,7 +122,7 @@ impl BinaryOp {
 }
 
 fn key(entry: &'static str, op: u32) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG).u32("OP", op)
+    KernelKey::new(&SHADER, entry).u32("WG", WG).u32("OP", op)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).

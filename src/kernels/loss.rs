@@ -10,12 +10,15 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, KernelKey, Tuning};
+use crate::gpu::{BufRange, KernelKey, Shader, Tuning};
 use crate::kernels::fast_div::fast_divisor;
 use crate::kernels::variant;
 use crate::tensor::Tensor;
 
-const FAMILY: &str = "loss";
+static SHADER: Shader = Shader {
+    name: "loss",
+    source: include_str!("../../shaders/loss.wgsl"),
+};
 const WG: u32 = 256;
 /// Elements each software invocation sums per reduction level.
 const SW_CHUNK: usize = 64;
@@ -62,7 +65,7 @@ impl Params {
 }
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG)
+    KernelKey::new(&SHADER, entry).u32("WG", WG)
 }
 
 const ENTRIES: [&str; 12] = [

@@ -9,13 +9,20 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, Context, KernelKey};
+use crate::gpu::{BufRange, Context, KernelKey, Shader};
 use crate::kernels::binding::{align_elems, max_window_elems, window};
 use crate::kernels::variant;
 pub use crate::kernels::variant::MatmulKernel;
 use crate::tensor::{DType, Tensor};
 
-const FAMILY: &str = "matmul";
+static SG: Shader = Shader {
+    name: "matmul_sg",
+    source: include_str!("../../shaders/matmul_sg.wgsl"),
+};
+static SHADER: Shader = Shader {
+    name: "matmul",
+    source: include_str!("../../shaders/matmul.wgsl"),
+};
 
 /// Software kernels: lanes per workgroup; rows per workgroup and columns (scalar) or vec4
 /// column groups per lane.
@@ -99,21 +106,21 @@ fn soft_wg(kernel: MatmulKernel, n: usize) -> u32 {
 
 fn mm_key(kernel: MatmulKernel, ta: bool, tb: bool, rows: u32, wg: u32) -> KernelKey {
     match kernel {
-        MatmulKernel::Subgroup => KernelKey::new("matmul_sg", "mm_soft_sg")
+        MatmulKernel::Subgroup => KernelKey::new(&SG, "mm_soft_sg")
             .u32("WG", wg)
             .u32("ROWS", rows),
-        MatmulKernel::Vec4 => KernelKey::new(FAMILY, "mm_soft4")
+        MatmulKernel::Vec4 => KernelKey::new(&SHADER, "mm_soft4")
             .bool("TA", ta)
             .u32("WG", wg)
             .u32("TM", VEC4_TM)
             .u32("TN", VEC4_TN),
-        MatmulKernel::Scalar => KernelKey::new(FAMILY, "mm_soft")
+        MatmulKernel::Scalar => KernelKey::new(&SHADER, "mm_soft")
             .bool("TA", ta)
             .bool("TB", tb)
             .u32("WG", wg)
             .u32("TM", SCALAR_TM)
             .u32("TN", SCALAR_TN),
-        MatmulKernel::Tiled => KernelKey::new(FAMILY, "mm_tiled")
+        MatmulKernel::Tiled => KernelKey::new(&SHADER, "mm_tiled")
             .bool("TA", ta)
             .bool("TB", tb)
             .u32("BK", TILE_K),
@@ -121,7 +128,7 @@ fn mm_key(kernel: MatmulKernel, ta: bool, tb: bool, rows: u32, wg: u32) -> Kerne
 }
 
 fn transpose_key() -> KernelKey {
-    KernelKey::new(FAMILY, "transpose")
+    KernelKey::new(&SHADER, "transpose")
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).

@@ -14,7 +14,6 @@ pub mod reduce;
 pub mod resample;
 pub mod shape;
 pub mod softmax;
-pub mod sources;
 pub mod variant;
 
 use crate::gpu::KernelKey;

@@ -15,11 +15,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{KernelKey, Shader};
 use crate::kernels::binding::plane_chunks;
 use crate::tensor::{DType, Tensor};
 
-const FAMILY: &str = "norm";
+static SHADER: Shader = Shader {
+    name: "norm",
+    source: include_str!("../../shaders/norm.wgsl"),
+};
 const WG: u32 = 256;
 /// Elements per invocation in the apply passes.
 const EPT: u32 = 8;
@@ -61,7 +64,7 @@ impl NormAct {
 }
 
 fn key(entry: &'static str, act: NormAct) -> KernelKey {
-    KernelKey::new(FAMILY, entry)
+    KernelKey::new(&SHADER, entry)
         .u32("WG", WG)
         .u32("ACT", act as u32)
         .u32("EPT", EPT)

@@ -10,11 +10,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{KernelKey, Shader};
 use crate::kernels::binding::{max_window_elems, window};
 use crate::tensor::Tensor;
 
-const FAMILY: &str = "reduce";
+static SHADER: Shader = Shader {
+    name: "reduce",
+    source: include_str!("../../shaders/reduce.wgsl"),
+};
 const WG: u32 = 256;
 /// Elements summed sequentially by one invocation in one pass.
 pub const BLK: usize = 128;
@@ -70,7 +73,7 @@ struct MBParams {
 }
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG)
+    KernelKey::new(&SHADER, entry).u32("WG", WG)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).

@@ -6,12 +6,15 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Tuning};
+use crate::gpu::{KernelKey, Shader, Tuning};
 use crate::kernels::binding::plane_chunks;
 use crate::kernels::variant;
 use crate::tensor::{DType, Tensor};
 
-const FAMILY: &str = "resample";
+static SHADER: Shader = Shader {
+    name: "resample",
+    source: include_str!("../../shaders/resample.wgsl"),
+};
 const WG: u32 = 256;
 /// Elements per invocation (a workgroup covers WG * EPT consecutive written elements).
 const EPT: u32 = 8;
@@ -50,7 +53,7 @@ const ENTRIES: [&str; 11] = [
 ];
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG).u32("EPT", EPT)
+    KernelKey::new(&SHADER, entry).u32("WG", WG).u32("EPT", EPT)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).

@@ -8,11 +8,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{KernelKey, Shader};
 use crate::kernels::binding::{plane_chunks, window};
 use crate::tensor::{DType, Tensor};
 
-const FAMILY: &str = "shape";
+static SHADER: Shader = Shader {
+    name: "shape",
+    source: include_str!("../../shaders/shape.wgsl"),
+};
 const WG: u32 = 256;
 /// Elements per invocation (a workgroup covers WG * EPT consecutive written elements).
 const EPT: u32 = 8;
@@ -52,7 +55,7 @@ struct Params {
 }
 
 fn key(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG).u32("EPT", EPT)
+    KernelKey::new(&SHADER, entry).u32("WG", WG).u32("EPT", EPT)
 }
 
 /// Digits of WG in the mixed radix `dims` (outermost first; the outermost digit is not

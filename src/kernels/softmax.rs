@@ -5,11 +5,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{KernelKey, Shader};
 use crate::kernels::binding::{max_window_elems, window};
 use crate::tensor::Tensor;
 
-const FAMILY: &str = "softmax";
+static SHADER: Shader = Shader {
+    name: "softmax",
+    source: include_str!("../../shaders/softmax.wgsl"),
+};
 const WG: u32 = 256;
 
 #[repr(C)]
@@ -26,7 +29,9 @@ struct Params {
 }
 
 fn key(entry: &'static str, log: bool) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG).bool("LOG", log)
+    KernelKey::new(&SHADER, entry)
+        .u32("WG", WG)
+        .bool("LOG", log)
 }
 
 /// Every specialization this module can dispatch (for the naga validation test).

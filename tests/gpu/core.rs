@@ -1,16 +1,21 @@
 //! The runtime itself: error paths, dispatch folding, pooling, tape lifetime.
 
-use dkp::gpu::KernelKey;
+use dkp::gpu::{KernelKey, Shader};
 use dkp::kernels::elementwise as ew;
 use dkp::{Error, Tensor, autograd};
 
 use crate::common::*;
 
+static ELEMENTWISE: Shader = Shader {
+    name: "elementwise",
+    source: include_str!("../../shaders/elementwise.wgsl"),
+};
+
 #[test]
 fn invalid_shader_is_an_error_naming_the_kernel() {
     let Some(ctx) = ctx() else { return };
     // A zero workgroup size fails WGSL validation on every adapter.
-    let key = KernelKey::new("elementwise", "fill")
+    let key = KernelKey::new(&ELEMENTWISE, "fill")
         .u32("WG", 0)
         .u32("OP", 0);
     let t = Tensor::empty(&ctx, &[4]).unwrap();
@@ -29,7 +34,7 @@ fn invalid_shader_is_an_error_naming_the_kernel() {
 
 #[test]
 fn unknown_specialization_constant_is_rejected() {
-    let key = KernelKey::new("elementwise", "fill").u32("NOT_A_CONST", 1);
+    let key = KernelKey::new(&ELEMENTWISE, "fill").u32("NOT_A_CONST", 1);
     let err = key.render().unwrap_err().to_string();
     assert!(err.contains("NOT_A_CONST"), "{err}");
 }

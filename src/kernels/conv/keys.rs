@@ -15,23 +15,23 @@ pub(super) const LP_WG: u32 = 64;
 pub(super) const WLO_WG: u32 = 8;
 
 pub(super) fn key_lo() -> KernelKey {
-    KernelKey::new(FAMILY, "conv_lo")
+    KernelKey::new(&SHADER, "conv_lo")
         .u32("WG", LO_WG)
         .u32("PX", LO_PX)
 }
 pub(super) fn key_lp(ot: u32) -> KernelKey {
-    KernelKey::new(FAMILY, "conv_lp")
+    KernelKey::new(&SHADER, "conv_lp")
         .u32("WG", LP_WG)
         .u32("OT", ot)
 }
 pub(super) fn key_wlo(ct: u32, tt: u32) -> KernelKey {
-    KernelKey::new(FAMILY, "wgrad_lo")
+    KernelKey::new(&SHADER, "wgrad_lo")
         .u32("WG", WLO_WG)
         .u32("CT", ct)
         .u32("TT", tt)
 }
 pub(super) fn key_aux(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry)
+    KernelKey::new(&SHADER, entry)
 }
 /// `pad` / `pack_w` reading an f16 source (widened to f32 on load).
 pub(super) fn key_aux_src(entry: &'static str, src: &Tensor) -> KernelKey {
@@ -68,7 +68,7 @@ pub(super) const T_BN: u32 = 64;
 pub(super) const T_BK: u32 = 16;
 
 pub(super) fn key_tiled(entry: &'static str) -> KernelKey {
-    KernelKey::new(TILED, entry)
+    KernelKey::new(&TILED, entry)
         .u32("BM", T_BM)
         .u32("BN", T_BN)
         .u32("BK", T_BK)
@@ -78,7 +78,7 @@ pub(super) fn key_tiled(entry: &'static str) -> KernelKey {
 // generator (`sg_tables.rs`).
 
 pub(super) fn key_sg(entry: &'static str, nl: usize) -> KernelKey {
-    KernelKey::new(SG, entry).u32("WG", sg_wg(nl))
+    KernelKey::new(&SG, entry).u32("WG", sg_wg(nl))
 }
 
 /// Workgroup size of the subgroup kernels: one subgroup when few lane channels.

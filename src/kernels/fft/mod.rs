@@ -23,7 +23,7 @@ use wgpu::util::DeviceExt;
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, Context, KernelKey};
+use crate::gpu::{BufRange, Context, KernelKey, Shader};
 use crate::kernels::elementwise::{broadcast_shape, sum_to};
 use crate::kernels::fast_div::fast_divisor;
 use crate::tensor::Tensor;
@@ -44,8 +44,14 @@ pub use plan::{Plan, bluestein_length, factorize, plan_for};
 pub use reference::*;
 pub use usrnet::{p2o, pad_roll, splits_mean, tile};
 
-pub(super) const FAMILY: &str = "fft";
-pub(super) const CFAMILY: &str = "fft_complex";
+pub(super) static SHADER: Shader = Shader {
+    name: "fft",
+    source: include_str!("../../../shaders/fft.wgsl"),
+};
+pub(super) static COMPLEX: Shader = Shader {
+    name: "fft_complex",
+    source: include_str!("../../../shaders/fft_complex.wgsl"),
+};
 pub(super) const WG: u32 = 256;
 /// Radices with a stage kernel (the order here is the factorization preference).
 pub(super) const RADICES: [u32; 8] = [8, 4, 2, 3, 5, 7, 11, 13];
@@ -96,13 +102,13 @@ pub(super) struct CParams {
 }
 
 pub(super) fn stage_key(r: u32) -> KernelKey {
-    KernelKey::new(FAMILY, "stage").u32("WG", WG).u32("R", r)
+    KernelKey::new(&SHADER, "stage").u32("WG", WG).u32("R", r)
 }
 pub(super) fn fkey(entry: &'static str) -> KernelKey {
-    KernelKey::new(FAMILY, entry).u32("WG", WG)
+    KernelKey::new(&SHADER, entry).u32("WG", WG)
 }
 pub(super) fn ckey(entry: &'static str) -> KernelKey {
-    KernelKey::new(CFAMILY, entry).u32("WG", WG)
+    KernelKey::new(&COMPLEX, entry).u32("WG", WG)
 }
 
 pub(super) const CENTRIES: [&str; 15] = [
