@@ -11,14 +11,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::Grads;
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader};
+use crate::gpu::{KernelKey, Shader, shader};
 use crate::kernels::binding::{chunk_elems, chunks};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = Shader {
-    name: "optim",
-    source: include_str!("../shaders/optim.wgsl"),
-};
+static SHADER: Shader = shader!("optim");
 const WG: u32 = 256;
 
 #[repr(C)]

@@ -10,6 +10,7 @@ pub mod stats;
 pub use context::{
     AdapterSummary, Context, ContextOptions, Tuning, enumerate, shared_test_context,
 };
+pub(crate) use pipelines::shader;
 pub use pipelines::{Const, KernelKey, Shader};
 pub use pool::{GpuBuffer, PoolStats};
 pub use recorder::BufRange;

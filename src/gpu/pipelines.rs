@@ -57,6 +57,28 @@ pub struct Shader {
 }
 
 // Keys are hashed on every dispatch: compare and hash shaders by name, never by their text.
+/// `shader!("norm")`: the family `norm` with the text of `shaders/norm.wgsl` embedded.
+macro_rules! shader {
+    ($name:literal) => {
+        $crate::gpu::Shader::new(
+            $name,
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/shaders/",
+                $name,
+                ".wgsl"
+            )),
+        )
+    };
+}
+pub(crate) use shader;
+
+impl Shader {
+    pub const fn new(name: &'static str, source: &'static str) -> Self {
+        Self { name, source }
+    }
+}
+
 impl PartialEq for Shader {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name

@@ -6,14 +6,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader, Tuning};
+use crate::gpu::{KernelKey, Shader, Tuning, shader};
 use crate::kernels::variant::tuning;
 use crate::tensor::{DType, Tensor};
 
-static SHADER: Shader = Shader {
-    name: "attention",
-    source: include_str!("../../shaders/attention.wgsl"),
-};
+static SHADER: Shader = shader!("attention");
 const WG: u32 = 64;
 /// Largest head size (d and dv).
 pub const DMAX: usize = 128;

@@ -5,14 +5,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader};
+use crate::gpu::{KernelKey, Shader, shader};
 use crate::kernels::binding::{chunk_elems, chunks};
 use crate::tensor::{DType, Tensor};
 
-static SHADER: Shader = Shader {
-    name: "elementwise",
-    source: include_str!("../../shaders/elementwise.wgsl"),
-};
+static SHADER: Shader = shader!("elementwise");
 const WG: u32 = 256;
 
 #[repr(C)]

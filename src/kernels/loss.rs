@@ -10,15 +10,12 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, KernelKey, Shader, Tuning};
+use crate::gpu::{BufRange, KernelKey, Shader, Tuning, shader};
 use crate::kernels::fast_div::fast_divisor;
 use crate::kernels::variant;
 use crate::tensor::Tensor;
 
-static SHADER: Shader = Shader {
-    name: "loss",
-    source: include_str!("../../shaders/loss.wgsl"),
-};
+static SHADER: Shader = shader!("loss");
 const WG: u32 = 256;
 /// Elements each software invocation sums per reduction level.
 const SW_CHUNK: usize = 64;

@@ -9,20 +9,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, Context, KernelKey, Shader};
+use crate::gpu::{BufRange, Context, KernelKey, Shader, shader};
 use crate::kernels::binding::{align_elems, max_window_elems, window};
 use crate::kernels::variant;
 pub use crate::kernels::variant::MatmulKernel;
 use crate::tensor::{DType, Tensor};
 
-static SG: Shader = Shader {
-    name: "matmul_sg",
-    source: include_str!("../../shaders/matmul_sg.wgsl"),
-};
-static SHADER: Shader = Shader {
-    name: "matmul",
-    source: include_str!("../../shaders/matmul.wgsl"),
-};
+static SG: Shader = shader!("matmul_sg");
+static SHADER: Shader = shader!("matmul");
 
 /// Software kernels: lanes per workgroup; rows per workgroup and columns (scalar) or vec4
 /// column groups per lane.

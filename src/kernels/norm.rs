@@ -15,14 +15,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader};
+use crate::gpu::{KernelKey, Shader, shader};
 use crate::kernels::binding::plane_chunks;
 use crate::tensor::{DType, Tensor};
 
-static SHADER: Shader = Shader {
-    name: "norm",
-    source: include_str!("../../shaders/norm.wgsl"),
-};
+static SHADER: Shader = shader!("norm");
 const WG: u32 = 256;
 /// Elements per invocation in the apply passes.
 const EPT: u32 = 8;

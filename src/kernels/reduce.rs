@@ -10,14 +10,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader};
+use crate::gpu::{KernelKey, Shader, shader};
 use crate::kernels::binding::{max_window_elems, window};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = Shader {
-    name: "reduce",
-    source: include_str!("../../shaders/reduce.wgsl"),
-};
+static SHADER: Shader = shader!("reduce");
 const WG: u32 = 256;
 /// Elements summed sequentially by one invocation in one pass.
 pub const BLK: usize = 128;

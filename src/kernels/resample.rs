@@ -6,15 +6,12 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader, Tuning};
+use crate::gpu::{KernelKey, Shader, Tuning, shader};
 use crate::kernels::binding::plane_chunks;
 use crate::kernels::variant;
 use crate::tensor::{DType, Tensor};
 
-static SHADER: Shader = Shader {
-    name: "resample",
-    source: include_str!("../../shaders/resample.wgsl"),
-};
+static SHADER: Shader = shader!("resample");
 const WG: u32 = 256;
 /// Elements per invocation (a workgroup covers WG * EPT consecutive written elements).
 const EPT: u32 = 8;

@@ -8,14 +8,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader};
+use crate::gpu::{KernelKey, Shader, shader};
 use crate::kernels::binding::{plane_chunks, window};
 use crate::tensor::{DType, Tensor};
 
-static SHADER: Shader = Shader {
-    name: "shape",
-    source: include_str!("../../shaders/shape.wgsl"),
-};
+static SHADER: Shader = shader!("shape");
 const WG: u32 = 256;
 /// Elements per invocation (a workgroup covers WG * EPT consecutive written elements).
 const EPT: u32 = 8;

@@ -5,14 +5,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Shader};
+use crate::gpu::{KernelKey, Shader, shader};
 use crate::kernels::binding::{max_window_elems, window};
 use crate::tensor::Tensor;
 
-static SHADER: Shader = Shader {
-    name: "softmax",
-    source: include_str!("../../shaders/softmax.wgsl"),
-};
+static SHADER: Shader = shader!("softmax");
 const WG: u32 = 256;
 
 #[repr(C)]

@@ -6,10 +6,10 @@ use dkp::{Error, Tensor, autograd};
 
 use crate::common::*;
 
-static ELEMENTWISE: Shader = Shader {
-    name: "elementwise",
-    source: include_str!("../../shaders/elementwise.wgsl"),
-};
+static ELEMENTWISE: Shader = Shader::new(
+    "elementwise",
+    include_str!("../../shaders/elementwise.wgsl"),
+);
 
 #[test]
 fn invalid_shader_is_an_error_naming_the_kernel() {

@@ -34,7 +34,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, KernelKey, Shader};
+use crate::gpu::{BufRange, KernelKey, Shader, shader};
 use crate::kernels::binding::{max_window_elems, window};
 use crate::kernels::shape::PadMode;
 use crate::kernels::variant;
@@ -60,18 +60,9 @@ pub use reference::{conv_transpose2d_ref, conv2d_ref};
 pub use wgrad::conv2d_grad_bias;
 use wgrad::*;
 
-pub(super) static SHADER: Shader = Shader {
-    name: "conv2d",
-    source: include_str!("../../../shaders/conv2d.wgsl"),
-};
-pub(super) static TILED: Shader = Shader {
-    name: "conv2d_tiled",
-    source: include_str!("../../../shaders/conv2d_tiled.wgsl"),
-};
-pub(super) static SG: Shader = Shader {
-    name: "conv2d_sg",
-    source: include_str!("../../../shaders/conv2d_sg.wgsl"),
-};
+pub(super) static SHADER: Shader = shader!("conv2d");
+pub(super) static TILED: Shader = shader!("conv2d_tiled");
+pub(super) static SG: Shader = shader!("conv2d_sg");
 
 impl PadMode {
     fn code(self) -> u32 {

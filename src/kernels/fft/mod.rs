@@ -23,7 +23,7 @@ use wgpu::util::DeviceExt;
 
 use crate::autograd::{needs_grad, record};
 use crate::error::{Error, Result};
-use crate::gpu::{BufRange, Context, KernelKey, Shader};
+use crate::gpu::{BufRange, Context, KernelKey, Shader, shader};
 use crate::kernels::elementwise::{broadcast_shape, sum_to};
 use crate::kernels::fast_div::fast_divisor;
 use crate::tensor::Tensor;
@@ -44,14 +44,8 @@ pub use plan::{Plan, bluestein_length, factorize, plan_for};
 pub use reference::*;
 pub use usrnet::{p2o, pad_roll, splits_mean, tile};
 
-pub(super) static SHADER: Shader = Shader {
-    name: "fft",
-    source: include_str!("../../../shaders/fft.wgsl"),
-};
-pub(super) static COMPLEX: Shader = Shader {
-    name: "fft_complex",
-    source: include_str!("../../../shaders/fft_complex.wgsl"),
-};
+pub(super) static SHADER: Shader = shader!("fft");
+pub(super) static COMPLEX: Shader = shader!("fft_complex");
 pub(super) const WG: u32 = 256;
 /// Radices with a stage kernel (the order here is the factorization preference).
 pub(super) const RADICES: [u32; 8] = [8, 4, 2, 3, 5, 7, 11, 13];
