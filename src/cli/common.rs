@@ -114,18 +114,26 @@ pub fn check_trace_path(trace: Option<&Path>) -> Result<()> {
     if t.is_dir() {
         bail!("--trace {}: is a folder; give a file name", t.display());
     }
-    let dir = match t.parent() {
+    check_file_folder("--trace", t)
+}
+
+/// The folder an output file named by `flag` goes into exists and is writable, so a long run
+/// is not lost at its last step.
+pub fn check_file_folder(flag: &str, file: &Path) -> Result<()> {
+    let dir = match file.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
         bail!(
-            "--trace {}: the folder {} does not exist",
-            t.display(),
+            "{flag} {}: the folder {} does not exist",
+            file.display(),
             dir.display()
         );
     }
-    check_writable(&dir)?;
+    if let Err(e) = dkp::io::result_set::check_writable(&dir) {
+        bail!("{flag} {}: cannot write there ({e})", file.display());
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use dkp::io::image::{RgbImage, load_rgb, modcrop, save_png_u8};
 use dkp::io::kernel::read_kernel;
 use dkp::method::metrics::{ImageScore, evaluate_pair, kernel_psnr};
 
-use super::common::{list_images, stem};
+use super::common::{check_file_folder, list_images, stem};
 use super::sheet;
 
 #[derive(Args)]
@@ -156,20 +156,7 @@ fn plan_sheet(
     if path.exists() && !args.force {
         bail!("refusing to overwrite {} (use --force)", path.display());
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "--sheet {}: the folder {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    if let Err(e) = dkp::io::result_set::check_writable(&dir) {
-        bail!("--sheet {}: cannot write there ({e})", path.display());
-    }
+    check_file_folder("--sheet", &path)?;
     let crop = args.sheet_crop.unwrap_or(sheet::DEFAULT_CROP);
     if !(8..=512).contains(&crop) {
         bail!("--sheet-crop must be between 8 and 512 HR pixels (got {crop})");
