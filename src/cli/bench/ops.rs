@@ -194,6 +194,21 @@ fn cases(ctx: &Arc<Context>) -> dkp::Result<Vec<Case>> {
             }),
         });
     }
+    // The GEMMs a 1x1 conv is (forward W·X, input grad Wᵀ·dY, weight grad dY·Xᵀ).
+    for (o, c, side) in [(128, 128, 128), (16, 128, 256), (3, 128, 256)] {
+        let w = rand_tensor(ctx, &mut rng, &[o, c])?;
+        let x = rand_tensor(ctx, &mut rng, &[c, side * side])?;
+        let gy = rand_tensor(ctx, &mut rng, &[o, side * side])?;
+        v.push(Case {
+            name: format!("matmul as conv1x1 {c}->{o} @{side}^2 (W·X, Wᵀ·dY, dY·Xᵀ)"),
+            run: Box::new(move || {
+                ops::matmul(&w, &x)?;
+                ops::matmul_t(&w, &gy, true, false)?;
+                ops::matmul_t(&gy, &x, false, true)?;
+                Ok(())
+            }),
+        });
+    }
     {
         let a = rand_tensor(ctx, &mut rng, &[1024, 1024])?;
         let b = rand_tensor(ctx, &mut rng, &[1024, 1024])?;
