@@ -20,7 +20,10 @@ use dkp::io::kernel::{
 };
 use dkp::io::result_set::{ResultSet, existing_members};
 use dkp::io::write_atomic;
-use dkp::method::dip_dkp::{self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, StepLog};
+use dkp::method::dip_dkp::{
+    self, DipDkpConfig, GroundTruth, KernelUpdate, OutputRule, Preset, QUICK_LR_CROP, QUICK_STEPS,
+    StepLog,
+};
 use dkp::method::prior::{PriorKind, make_prior};
 use dkp::method::tiling::{Region, blend_tiles, informative_crop, tile_grid};
 
@@ -35,8 +38,10 @@ const DEFAULT_LR: &[u8] = include_bytes!("../../assets/butterfly_x2_lr.png");
 const DEFAULT_HR: &[u8] = include_bytes!("../../assets/butterfly_hr.png");
 const DEFAULT_KERNEL: &str = include_str!("../../assets/butterfly_x2_kernel.txt");
 
+/// `--preset`: the library's [`Preset`]s, plus `auto`, which picks one from the adapter and
+/// the input (a decision of the command line, not of the method).
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-pub enum Preset {
+pub enum PresetArg {
     /// `paper` for a user's image on every adapter (a CPU run is the real thing, only
     /// slower: the run prints its time estimate first); `quick` only for the embedded demo
     /// input on a software adapter.
@@ -73,7 +78,7 @@ pub struct DipArgs {
     #[command(flatten)]
     pub gt: GroundTruthArgs,
     #[arg(long, value_enum, default_value = "auto")]
-    pub preset: Preset,
+    pub preset: PresetArg,
     /// Override the number of DIP steps (the schedule is scaled proportionally).
     #[arg(long)]
     pub iters: Option<usize>,
@@ -623,15 +628,15 @@ pub fn run(opts: &dkp::ContextOptions, args: &DipArgs) -> Result<()> {
     }
     let ctx = &ctxs[0];
     let preset = match args.preset {
-        Preset::Auto if ctx.is_software() && args.input.is_none() => {
+        PresetArg::Auto if ctx.is_software() && args.input.is_none() => {
             eprintln!(
-                "note: `{}` is a software adapter; the embedded demo runs the quick preset (LR centre crop <= 32x32, 300 DIP steps). Your own images run the paper setting.",
+                "note: `{}` is a software adapter; the embedded demo runs the quick preset (LR centre crop <= {QUICK_LR_CROP}x{QUICK_LR_CROP}, {QUICK_STEPS} DIP steps). Your own images run the paper setting.",
                 ctx.summary.name
             );
             Preset::Quick
         }
-        Preset::Auto => Preset::Paper,
-        p => p,
+        PresetArg::Auto | PresetArg::Paper => Preset::Paper,
+        PresetArg::Quick => Preset::Quick,
     };
     let (cfg, crop) = configure(args, sf, preset);
     let prior_kind = args.prior.kind();
@@ -847,14 +852,14 @@ fn is_interrupt(e: &dkp::Error) -> bool {
     matches!(e, dkp::Error::Interrupted(_))
 }
 
-/// The run's configuration from the preset and the flags; and the LR crop to apply.
+/// The preset's configuration with the flags applied on top; and the LR crop to apply (the
+/// smaller of `--crop` and the preset's).
 fn configure(args: &DipArgs, sf: usize, preset: Preset) -> (DipDkpConfig, Option<usize>) {
-    let mut cfg = DipDkpConfig::paper(sf);
-    let mut crop = args.crop;
-    if preset == Preset::Quick {
-        cfg = cfg.with_steps(300);
-        crop = Some(crop.unwrap_or(32).min(32));
-    }
+    let mut cfg = DipDkpConfig::preset(preset, sf);
+    let crop = match (args.crop, preset.lr_crop()) {
+        (Some(c), Some(max)) => Some(c.min(max)),
+        (c, max) => c.or(max),
+    };
     if let Some(n) = args.iters {
         cfg = cfg.with_steps(n);
         if cfg.total_steps() != n {
@@ -1302,7 +1307,7 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
             OutputRule::Last => l.lr_psnr,
             OutputRule::Ema { .. } => l.lr_psnr_ema,
         }),
-        preset: format!("{preset:?}").to_lowercase(),
+        preset: preset.name().to_string(),
         adapter: &ctx.summary,
         shader_checks: ctx.shader_checks(),
         config: cfg,

@@ -119,7 +119,53 @@ impl OutputRule {
 /// DIP's own `exp_weight`.
 pub const DEFAULT_EMA_DECAY: f32 = 0.99;
 
+/// A named starting configuration for [`DipDkpConfig::preset`] (and the crop it implies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The released code's full schedule (1000 DIP steps, 128-channel net, whole image).
+    Paper,
+    /// A short run for software adapters: [`QUICK_STEPS`] DIP steps on a centre crop of at
+    /// most [`QUICK_LR_CROP`]² LR pixels.
+    Quick,
+}
+
+/// DIP steps of [`Preset::Quick`].
+pub const QUICK_STEPS: usize = 300;
+
+/// Largest LR side [`Preset::Quick`] runs on: the input is centre-cropped to it, so that a
+/// CPU (software) adapter finishes the demo in minutes rather than hours.
+pub const QUICK_LR_CROP: usize = 32;
+
+impl Preset {
+    /// The name the CLI and the run reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Paper => "paper",
+            Preset::Quick => "quick",
+        }
+    }
+
+    /// The largest LR side the preset runs on (the caller centre-crops the input to it), or
+    /// `None` for the whole image.
+    pub fn lr_crop(self) -> Option<usize> {
+        match self {
+            Preset::Paper => None,
+            Preset::Quick => Some(QUICK_LR_CROP),
+        }
+    }
+}
+
 impl DipDkpConfig {
+    /// The configuration of `preset` for scale `sf` (2, 3, 4 or 8); the crop it implies is
+    /// [`Preset::lr_crop`].
+    pub fn preset(preset: Preset, sf: usize) -> Self {
+        match preset {
+            Preset::Paper => Self::paper(sf),
+            Preset::Quick => Self::paper(sf).with_steps(QUICK_STEPS),
+        }
+    }
+
     /// The paper / released-code setting for scale `sf` (2, 3, 4 or 8).
     pub fn paper(sf: usize) -> Self {
         Self {
@@ -806,4 +852,23 @@ pub fn run(
     on_progress: &mut dyn FnMut(usize, Option<&StepLog>) -> Result<()>,
 ) -> Result<DipDkpOutput> {
     DipDkp::new(ctx, lr, h, w, cfg, prior)?.run(gt, on_progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_set_the_schedule_length() {
+        for sf in [2, 3, 4, 8] {
+            assert_eq!(DipDkpConfig::preset(Preset::Paper, sf).total_steps(), 1000);
+            assert_eq!(
+                DipDkpConfig::preset(Preset::Quick, sf).total_steps(),
+                QUICK_STEPS
+            );
+        }
+        assert_eq!(QUICK_STEPS, 300);
+        assert_eq!(Preset::Quick.lr_crop(), Some(32));
+        assert_eq!(Preset::Paper.lr_crop(), None);
+    }
 }

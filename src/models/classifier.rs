@@ -20,10 +20,10 @@ use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::io::weights::WeightFile;
 use crate::models::unet::{
-    ConfigJson, GN_EPS, GN_GROUPS, Module, UnetConfig, build_block, random_param, run_block,
-    time_mlp,
+    ConfigJson, ConvW, GN_EPS, GN_GROUPS, Module, UnetConfig, build_block, conv1, param_total,
+    random_param, run_block, time_embed_shapes, time_mlp, weight_bias,
 };
-use crate::ops::{self, Conv2dParams, PadMode};
+use crate::ops;
 use crate::tensor::Tensor;
 
 /// Hyper-parameters of a guided-diffusion `EncoderUNetModel` with the attention pool (only
@@ -155,16 +155,9 @@ impl ClassifierConfig {
     pub fn param_shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
         let lay = self.torso().encoder_layout()?;
         let (mc, te) = (self.model_channels, self.time_embed_dim());
-        let mut v: Vec<(String, Vec<usize>)> = vec![
-            ("time_embed.0.weight".into(), vec![te, mc]),
-            ("time_embed.0.bias".into(), vec![te]),
-            ("time_embed.2.weight".into(), vec![te, te]),
-            ("time_embed.2.bias".into(), vec![te]),
-        ];
+        let mut v = time_embed_shapes(mc, te);
         for b in lay.input.iter().chain(std::iter::once(&lay.middle)) {
-            for (i, l) in b.layers.iter().enumerate() {
-                l.params(&format!("{}.{i}", b.prefix), te, &mut v);
-            }
+            b.params(te, &mut v);
         }
         let (ch, side) = (lay.ch, self.image_size / lay.ds);
         v.push(("out.0.weight".into(), vec![ch]));
@@ -182,11 +175,7 @@ impl ClassifierConfig {
 
     /// Total number of parameters (from the shapes alone).
     pub fn param_count(&self) -> Result<usize> {
-        Ok(self
-            .param_shapes()?
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum())
+        Ok(param_total(&self.param_shapes()?))
     }
 
     /// Check every key of this config against a weight file's header (no tensor is read):
@@ -219,7 +208,7 @@ pub struct Classifier {
     /// `[1, C, side² + 1]`.
     pos_emb: Tensor,
     /// 1×1 Conv2d `[3C, C, 1, 1]` and bias.
-    qkv: (Tensor, Tensor),
+    qkv: (ConvW, Tensor),
     /// Linear `[classes, C]` and bias (only token 0 goes through it).
     c_proj: (Tensor, Tensor),
 }
@@ -267,12 +256,7 @@ impl Classifier {
     ) -> Result<Self> {
         let lay = config.torso().encoder_layout()?;
         let (mc, te) = (config.model_channels, config.time_embed_dim());
-        let wb = |p: &str, ws: &[usize], bs: usize| -> Result<(Tensor, Tensor)> {
-            Ok((
-                get(&format!("{p}.weight"), ws)?,
-                get(&format!("{p}.bias"), &[bs])?,
-            ))
-        };
+        let wb = |p: &str, ws: &[usize], bs: usize| weight_bias(get, p, ws, bs);
         let time_embed = [
             wb("time_embed.0", &[te, mc], te)?,
             wb("time_embed.2", &[te, te], te)?,
@@ -298,7 +282,7 @@ impl Classifier {
             middle,
             out_norm,
             pos_emb,
-            qkv: (qw.reshape(&[3 * ch, ch, 1, 1])?, qb),
+            qkv: (ConvW::Plain(qw.reshape(&[3 * ch, ch, 1, 1])?), qb),
             c_proj: (cw.reshape(&[nc, ch])?, cb),
         })
     }
@@ -318,13 +302,11 @@ impl Classifier {
         let h3 = h.reshape(&[n, c, t])?;
         let mean = ops::mean_dims(&h3, &[2], true)?;
         let x = ops::add(&ops::concat(&[&mean, &h3], 2)?, &self.pos_emb)?;
-        let qkv = ops::conv2d(
-            &x.reshape(&[n, c, len, 1])?,
-            &self.qkv.0,
-            Some(&self.qkv.1),
-            &Conv2dParams::new(1, 0, PadMode::Constant),
-        )?
-        .reshape(&[n, 3 * c, len])?;
+        let qkv = conv1(&x.reshape(&[n, c, len, 1])?, &self.qkv.0, &self.qkv.1)?.reshape(&[
+            n,
+            3 * c,
+            len,
+        ])?;
         // New order: q | k | v of C rows each, then heads of `hc` rows.
         let part = |i: usize| -> Result<Tensor> {
             ops::slice(&qkv, 1, i * c, c)?.reshape(&[n * heads, hc, len])
