@@ -343,7 +343,8 @@ fn absurd_flags_and_clashing_names_are_refused_before_any_work() {
     let cases: &[(&[&str], &str)] = &[
         (&["--dip-lr=-1"], "--dip-lr must be a finite value > 0"),
         (&["--dip-lr", "NaN"], "--dip-lr must be a finite value > 0"),
-        (&["--iters", "0"], "--iters must be at least 1"),
+        (&["--steps", "0"], "--steps must be at least 1"),
+        (&["--iters", "0"], "--steps must be at least 1"),
         (
             &["--kernel-update", "langevin", "--langevin-step", "inf"],
             "--langevin-step must be a finite value > 0",

@@ -28,7 +28,7 @@ mkdir -p "$out"
 ours_args=(--preset paper --force)
 ref_args=()
 [ -n "$crop" ] && ours_args+=(--crop "$crop") && ref_args+=(--crop "$crop")
-[ -n "$iters" ] && ours_args+=(--iters "$iters") && ref_args+=(--steps "$iters")
+[ -n "$iters" ] && ours_args+=(--steps "$iters") && ref_args+=(--steps "$iters")
 [ "$refine" = 1 ] && ours_args+=(--refine usrnet)
 [ -n "$channels" ] && ours_args+=(--channels "$channels") && ref_args+=(--channels "$channels" --skip $(( channels / 8 > 0 ? channels / 8 : 1 )))
 for sf in $scales; do

@@ -80,8 +80,9 @@ pub struct DipArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub preset: PresetArg,
     /// Override the number of DIP steps (the schedule is scaled proportionally).
-    #[arg(long)]
-    pub iters: Option<usize>,
+    /// (`--iters` is the older name of the same flag.)
+    #[arg(long, alias = "iters")]
+    pub steps: Option<usize>,
     /// Centre-crop the LR input to at most this many pixels per side.
     #[arg(long)]
     pub crop: Option<usize>,
@@ -493,8 +494,8 @@ fn validate_flags(args: &DipArgs) -> Result<()> {
     if args.log_every == Some(0) {
         bail!("--log-every must be at least 1");
     }
-    if args.iters == Some(0) {
-        bail!("--iters must be at least 1");
+    if args.steps == Some(0) {
+        bail!("--steps must be at least 1");
     }
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -860,11 +861,11 @@ fn configure(args: &DipArgs, sf: usize, preset: Preset) -> (DipDkpConfig, Option
         (Some(c), Some(max)) => Some(c.min(max)),
         (c, max) => c.or(max),
     };
-    if let Some(n) = args.iters {
+    if let Some(n) = args.steps {
         cfg = cfg.with_steps(n);
         if cfg.total_steps() != n {
             eprintln!(
-                "note: --iters {n} runs {} DIP steps (whole outer iterations of {})",
+                "note: --steps {n} runs {} DIP steps (whole outer iterations of {})",
                 cfg.total_steps(),
                 cfg.inner_iters
             );
@@ -1125,12 +1126,11 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
         }
         check_interrupt(|| format!("{name}, DIP step {}", step + 1))
     };
-    let out =
-        dip_dkp::run(ctx, &lr, h, w, cfg, prior.as_mut(), &gt, &mut on_progress).map_err(|e| {
-            match e {
-                dkp::Error::Interrupted(_) => anyhow::Error::new(e),
-                e => anyhow::Error::new(e).context(format!("{}: DIP-DKP failed", task.set)),
-            }
+    let out = dip_dkp::DipDkp::new(ctx, &lr, h, w, cfg, prior.as_mut())
+        .and_then(|mut d| d.run(&gt, &mut on_progress))
+        .map_err(|e| match e {
+            dkp::Error::Interrupted(_) => anyhow::Error::new(e),
+            e => anyhow::Error::new(e).context(format!("{}: DIP-DKP failed", task.set)),
         })?;
     bar.finish_and_clear();
 
@@ -1232,7 +1232,7 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
             let score = match &job.hr {
                 Some(hr) => Some(dkp::method::metrics::evaluate_pair(
                     hr,
-                    &dip_dkp::to_rgb_image(x, sw, sh)?,
+                    &dip_dkp::to_rgb_image(x, sh, sw)?,
                     sf,
                 )?),
                 None => None,

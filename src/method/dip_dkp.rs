@@ -34,8 +34,12 @@ pub enum KernelUpdate {
 pub struct DipDkpConfig {
     pub sf: usize,
     pub k_size: usize,
+    /// Kernel-network warm-up steps before the first DIP step.
     pub warmup_iters: usize,
+    /// Outer iterations (one MCMC prior step each); `outer_iters * inner_iters` is the number of
+    /// DIP steps, what the CLI's `--steps` sets ([`DipDkpConfig::with_steps`]).
     pub outer_iters: usize,
+    /// DIP steps per outer iteration.
     pub inner_iters: usize,
     pub mcmc_samples: usize,
     pub kernel_data_period: usize,
@@ -300,16 +304,17 @@ fn finite(v: f32, what: &str, step: usize) -> Result<()> {
 pub fn image_psnr(
     hr: &crate::io::image::RgbImage,
     sr: &[f32],
-    w: usize,
     h: usize,
+    w: usize,
     sf: usize,
 ) -> Result<f64> {
-    let img = to_rgb_image(sr, w, h)?;
+    let img = to_rgb_image(sr, h, w)?;
     Ok(crate::method::metrics::evaluate_pair(hr, &img, sf)?.psnr)
 }
 
-/// CHW f32 in [0,1] -> an RgbImage quantized to 8 bits with round-half-even (`tensor2im01`).
-pub fn to_rgb_image(chw: &[f32], w: usize, h: usize) -> Result<crate::io::image::RgbImage> {
+/// CHW f32 in [0,1], `h x w` like every shape in this module, -> an RgbImage quantized to 8
+/// bits with round-half-even (`tensor2im01`).
+pub fn to_rgb_image(chw: &[f32], h: usize, w: usize) -> Result<crate::io::image::RgbImage> {
     crate::io::image::RgbImage::from_output(chw, w, h, 8)
 }
 
@@ -778,8 +783,8 @@ impl<'a> DipDkp<'a> {
                         });
                         let (psnr, psnr_ema) = match gt.hr {
                             Some(hr) => (
-                                Some(image_psnr(hr, &st.x.to_vec()?, ww, hh, sf)?),
-                                Some(image_psnr(hr, &xa_host, ww, hh, sf)?),
+                                Some(image_psnr(hr, &st.x.to_vec()?, hh, ww, sf)?),
+                                Some(image_psnr(hr, &xa_host, hh, ww, sf)?),
                             ),
                             None => (None, None),
                         };
@@ -836,22 +841,6 @@ impl<'a> DipDkp<'a> {
             parameters: self.parameters(),
         })
     }
-}
-
-/// Run DIP-DKP on one LR image (CHW RGB in [0,1], `h x w`): [`DipDkp::new`] then
-/// [`DipDkp::run`].
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    ctx: &Arc<Context>,
-    lr: &[f32],
-    h: usize,
-    w: usize,
-    cfg: &DipDkpConfig,
-    prior: &mut dyn KernelPrior,
-    gt: &GroundTruth<'_>,
-    on_progress: &mut dyn FnMut(usize, Option<&StepLog>) -> Result<()>,
-) -> Result<DipDkpOutput> {
-    DipDkp::new(ctx, lr, h, w, cfg, prior)?.run(gt, on_progress)
 }
 
 #[cfg(test)]

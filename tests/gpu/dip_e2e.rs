@@ -41,10 +41,9 @@ fn dip_dkp_beats_bicubic_and_improves_the_kernel() {
         hr: Some(&hr),
         kernel: Some(&k.kernel),
     };
-    let out = dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {
-        Ok(())
-    })
-    .unwrap();
+    let out = dip_dkp::DipDkp::new(&ctx, &lr, h, w, &cfg, prior.as_mut())
+        .and_then(|mut d| d.run(&gt, &mut |_, _| Ok(())))
+        .unwrap();
     let first = out.logs.first().unwrap();
     let last = out.logs.last().unwrap();
     let (psnr, kpsnr0, kpsnr) = (
@@ -84,12 +83,11 @@ fn too_small_inputs_are_refused_with_the_size_that_works() {
         kernel: None,
     };
     let lr = vec![0.5f32; 3 * 8 * 8];
-    let e = dip_dkp::run(&ctx, &lr, 8, 8, &cfg, prior.as_mut(), &gt, &mut |_, _| {
-        Ok(())
-    })
-    .err()
-    .unwrap()
-    .to_string();
+    let e = dip_dkp::DipDkp::new(&ctx, &lr, 8, 8, &cfg, prior.as_mut())
+        .and_then(|mut d| d.run(&gt, &mut |_, _| Ok(())))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("at least 33") && e.contains("LR at least 17"),
         "{e}"
@@ -125,10 +123,9 @@ fn moving_average_output_leaves_the_trajectory_alone() {
         cfg.log_every = 4;
         cfg.output = output;
         let mut prior = make_prior(PriorKind::Gaussian, sf, kernel_size(sf), 0);
-        dip_dkp::run(&ctx, &lr, h, w, &cfg, prior.as_mut(), &gt, &mut |_, _| {
-            Ok(())
-        })
-        .unwrap()
+        dip_dkp::DipDkp::new(&ctx, &lr, h, w, &cfg, prior.as_mut())
+            .and_then(|mut d| d.run(&gt, &mut |_, _| Ok(())))
+            .unwrap()
     };
     let last = run(OutputRule::Last);
     assert!(last.last.is_none());
