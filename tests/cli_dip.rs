@@ -358,8 +358,8 @@ fn absurd_flags_and_clashing_names_are_refused_before_any_work() {
         let mut args: Vec<&std::ffi::OsStr> = vec![img.as_ref()];
         let os = |v: &'static str| std::ffi::OsStr::new(v);
         args.extend(["--sf", "2", "--channels", "8", "--preset", "quick"].map(os));
-        if !flags.contains(&"--iters") {
-            args.extend(["--iters", "3"].map(os));
+        if !flags.contains(&"--iters") && !flags.contains(&"--steps") {
+            args.extend(["--steps", "3"].map(os));
         }
         args.extend(flags.iter().map(|f| os(f)));
         args.extend([os("--out"), out.as_os_str()]);
