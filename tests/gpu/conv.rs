@@ -1,4 +1,6 @@
-use dkp::kernels::conv::{self as cv, Conv2dParams, ConvKernel, conv_transpose2d_ref, conv2d_ref};
+use dkp::kernels::conv::{
+    self as cv, Conv2dParams, ConvKernel, conv_transpose2d_ref, conv2d_ref, src_coord,
+};
 use dkp::kernels::shape::PadMode;
 use dkp::kernels::variant::{Forced, force};
 use dkp::{Error, Tensor, autograd};
@@ -10,26 +12,6 @@ const IMPLS: [ConvKernel; 3] = [
     ConvKernel::SoftwareGeneric,
     ConvKernel::Gpu,
 ];
-
-fn src_coord(i: isize, n: usize, mode: PadMode) -> Option<usize> {
-    let ni = n as isize;
-    if i >= 0 && i < ni {
-        return Some(i as usize);
-    }
-    match mode {
-        PadMode::Constant => None,
-        PadMode::Reflect => {
-            let p = 2 * (ni - 1);
-            let mut m = i.rem_euclid(p);
-            if m >= ni {
-                m = p - m;
-            }
-            Some(m as usize)
-        }
-        PadMode::Replicate => Some(i.clamp(0, ni - 1) as usize),
-        PadMode::Circular => Some(i.rem_euclid(ni) as usize),
-    }
-}
 
 /// Adjoint of `conv2d_ref`: (gx, gw, gb) for output gradient gy.
 fn conv2d_ref_grads(

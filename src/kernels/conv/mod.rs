@@ -56,7 +56,7 @@ pub use keys::shipped_keys;
 use keys::*;
 use params::*;
 use plan::*;
-pub use reference::{conv_transpose2d_ref, conv2d_ref};
+pub use reference::{conv_transpose2d_ref, conv2d_ref, src_coord};
 pub use wgrad::conv2d_grad_bias;
 use wgrad::*;
 

@@ -4,7 +4,8 @@ use super::*;
 
 // ---- CPU references (f64) ----
 
-pub(super) fn src_coord(i: isize, n: usize, mode: PadMode) -> Option<usize> {
+/// The source pixel a padded coordinate `i` reads along an axis of length `n` (None: a zero).
+pub fn src_coord(i: isize, n: usize, mode: PadMode) -> Option<usize> {
     let ni = n as isize;
     if i >= 0 && i < ni {
         return Some(i as usize);
