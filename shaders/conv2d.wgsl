@@ -450,6 +450,48 @@ fn pack_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     pa_out[A.out_off + e] = f32(pi_in[A.in_off + src]);
 }
 
+// Both layouts of a training conv's weight in one read: e indexes the source weight
+// [G*ll][rr][kh][kw] (ll = out channels, rr = in channels per group). Writes the forward layout
+// (pack_w with transposed = 0) at out_off and, n elements later, every stride phase of the
+// input gradient's flipped layout (pack_w with transposed = 1, rr and ll swapped), phases
+// ry-major as the launcher orders them. dv_tx / dv_ty hold the divisors by kw / kh here.
+@compute @workgroup_size(64)
+fn pack_w2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let e = aux_index(wid, nwg, lid);
+    if (e >= A.n) {
+        return;
+    }
+    let q1 = udiv(e, A.dv_tx);
+    let kx = e - q1 * A.kw;
+    let q2 = udiv(q1, A.dv_ty);
+    let ky = q1 - q2 * A.kh;
+    let q3 = udiv(q2, A.dv_rr);
+    let r = q2 - q3 * A.rr;
+    let g = udiv(q3, A.dv_ll);
+    let l = q3 - g * A.ll;
+    let v = f32(pi_in[A.in_off + e]);
+    pa_out[A.out_off + (((g * A.rr + r) * A.kh + ky) * A.kw + kx) * A.ll + l] = v;
+    let s = A.s;
+    let ry = ky % s;
+    let rx = kx % s;
+    let jy = (A.kh - ry + s - 1u) / s;
+    let jx = (A.kw - rx + s - 1u) / s;
+    let ty = jy - 1u - ky / s;
+    let tx = jx - 1u - kx / s;
+    // taps of the phases before (ry, rx): whole phase rows above, then this row's left part
+    var rows_before = 0u;
+    for (var k = 0u; k < ry; k++) {
+        rows_before += (A.kh - k + s - 1u) / s;
+    }
+    var cols_before = 0u;
+    for (var k = 0u; k < rx; k++) {
+        cols_before += (A.kw - k + s - 1u) / s;
+    }
+    let off = A.n + A.gg * A.ll * A.rr * (rows_before * A.kw + jy * cols_before);
+    pa_out[A.out_off + off + (((g * A.ll + l) * jy + ty) * jx + tx) * A.rr + r] = v;
+}
+
 // out[i] (+)= sum_k in[k*stride + i], i < n (reduction of weight-gradient partials and of
 // bias gradients laid out as [planes][hw]: then stride = 1, nsum = hw and i indexes planes
 // when flags bit 2 is set).

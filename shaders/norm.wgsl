@@ -166,6 +166,68 @@ fn final_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     fstats[2u * s + 1u] = 1.0 / sqrt(var_ + P.eps);
 }
 
+// ---- one-pass statistics (small sets): one workgroup per set ----
+// Every lane sums (x - shift) and (x - shift)^2 over a strided share of the set's planes with
+// one shift for the whole set (its first element, so large means do not cancel the variance),
+// and the workgroup adds the lanes' sums in workgroup memory. One dispatch instead of the
+// partial + merge pair; used when the whole tensor fits one binding and sets are small enough
+// that nsets workgroups still fill the adapter.
+var<workgroup> red: array<vec2<f32>, WG>;
+
+fn wg_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (lid < k) {
+            red[lid] += red[lid + k];
+        }
+        workgroupBarrier();
+    }
+    return red[0];
+}
+
+@group(0) @binding(1) var<storage, read> ox: array<X>;
+@group(0) @binding(2) var<storage, read_write> ostats: array<f32>;
+
+@compute @workgroup_size(WG)
+fn set_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let s = wg_index(wid, nwg);
+    if (s >= P.nsets) { return; }
+    let shift = f32(ox[P.off + s * P.set_a * P.L]);
+    var s1a = 0.0;
+    var s2a = 0.0;
+    var s1b = 0.0;
+    var s2b = 0.0;
+    for (var k = 0u; k < P.set_cnt; k++) {
+        let base = P.off + (s * P.set_a + k * P.set_k) * P.L;
+        var j = lid;
+        // two independent accumulator pairs for instruction-level parallelism
+        loop {
+            if (j + WG >= P.L) { break; }
+            let da = f32(ox[base + j]) - shift;
+            let db = f32(ox[base + j + WG]) - shift;
+            s1a += da;
+            s2a += da * da;
+            s1b += db;
+            s2b += db * db;
+            j += 2u * WG;
+        }
+        if (j < P.L) {
+            let da = f32(ox[base + j]) - shift;
+            s1a += da;
+            s2a += da * da;
+        }
+    }
+    let t = wg_sum2(lid, vec2<f32>(s1a + s1b, s2a + s2b));
+    if (lid == 0u) {
+        let m1 = t.x * P.inv_m;
+        let var_ = max(t.y * P.inv_m - m1 * m1, 0.0);
+        ostats[2u * s] = shift + m1;
+        ostats[2u * s + 1u] = 1.0 / sqrt(var_ + P.eps);
+    }
+}
+
 // ---- forward apply: y = act(x * scale + shift), scale = rstd * gamma,
 // shift = beta - mean * scale (the backward passes recompute z the same way) ----
 @group(0) @binding(1) var<storage, read> ax: array<X>;
@@ -295,6 +357,48 @@ fn final_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     qgsum[2u * s] = a;
     qgsum[2u * s + 1u] = b;
+}
+
+// ---- one-pass backward sums for BatchNorm (set = channel): one workgroup per channel gives
+// d beta = sum gz, d gamma = sum gz * xhat and the set sums A, B of final_sums ----
+@group(0) @binding(1) var<storage, read> cg_: array<f32>;
+@group(0) @binding(2) var<storage, read> cx: array<f32>;
+@group(0) @binding(3) var<storage, read> cstats: array<f32>;
+@group(0) @binding(4) var<storage, read> cgamma: array<f32>;
+@group(0) @binding(5) var<storage, read> cbeta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cggamma: array<f32>;
+@group(0) @binding(7) var<storage, read_write> cgbeta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> cgsum: array<f32>;
+
+@compute @workgroup_size(WG)
+fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let c = wg_index(wid, nwg);
+    if (c >= P.C) { return; }
+    let mean = cstats[2u * c];
+    let rstd = cstats[2u * c + 1u];
+    let gm = cgamma[c];
+    let scale = rstd * gm;
+    let shift = cbeta[c] - mean * scale;
+    var a = 0.0;
+    var b = 0.0;
+    for (var k = 0u; k < P.set_cnt; k++) {
+        let base = P.off + (k * P.C + c) * P.L;
+        for (var j = lid; j < P.L; j += WG) {
+            let xv = cx[base + j];
+            let xh = (xv - mean) * rstd;
+            let gz = cg_[base + j] * dact(xv * scale + shift);
+            a += gz;
+            b += gz * xh;
+        }
+    }
+    let t = wg_sum2(lid, vec2<f32>(a, b));
+    if (lid == 0u) {
+        cgbeta[c] = t.x;
+        cggamma[c] = t.y;
+        cgsum[2u * c] = gm * t.x;
+        cgsum[2u * c + 1u] = gm * t.y;
+    }
 }
 
 // ---- backward apply: gx = rstd * (gamma * gz - A / M - xhat * B / M) ----

@@ -5,6 +5,9 @@
 //! one write of y). Backward: partial sums of g and g*xhat (one pass over g and x) -> per-set
 //! and per-channel merge (which also yields dgamma/dbeta) -> input gradient (one pass over g and
 //! x, one write). Tensors larger than the binding limit are processed in whole-plane chunks.
+//! On GPUs, when the tensor fits one binding and the sets are small (`one_pass`), the
+//! statistics and the BatchNorm backward sums take one dispatch each: a workgroup per set
+//! reduces in workgroup memory, so the merge pass and its dispatch disappear.
 //!
 //! One tuning serves both adapter kinds: the partial passes read lane-contiguous addresses
 //! without workgroup memory or barriers (what lavapipe wants, and coalesced on GPUs), and the
@@ -73,12 +76,15 @@ pub fn shipped_keys() -> Vec<KernelKey> {
         key("partial_stats", NormAct::None),
         key("final_stats", NormAct::None),
         key("final_sums", NormAct::None),
+        key("set_stats", NormAct::None),
     ];
     v.push(key("partial_stats", NormAct::None).half(&["X"]));
+    v.push(key("set_stats", NormAct::None).half(&["X"]));
     for a in NormAct::ALL {
         v.push(key("apply_fwd", a).half(&["X"]));
         v.push(key("apply_fwd", a));
         v.push(key("partial_sums", a));
+        v.push(key("channel_sums", a));
         v.push(key("apply_bwd", a));
     }
     v
@@ -212,14 +218,45 @@ fn check_u32(op: &'static str, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Largest set (elements) reduced by one workgroup on a GPU: beyond it the two-pass path
+/// spreads a set over many workgroups.
+const GPU_ONE_PASS_MAX: usize = 1 << 16;
+
+/// Whether the one-pass reductions apply: a GPU tuning (workgroup-memory reductions are cheap
+/// there, and the merge pass's one lane per set is not), the tensor fits one binding
+/// (`chunks == 1`) and sets are small enough. Software adapters keep the barrier-free two
+/// passes: on lavapipe a shader with barriers runs as coroutines, and the one-pass statistics
+/// measured 1.15 ms per call against 0.38 ms for the pair (96² DIP step, 128 channels).
+fn one_pass(x: &Tensor, lay: &Layout, chunks: usize) -> bool {
+    chunks == 1
+        && crate::kernels::variant::tuning(x.ctx()) == crate::gpu::Tuning::Gpu
+        && lay.m <= GPU_ONE_PASS_MAX
+}
+
 /// Statistics (mean, rstd) per set, as a `[nsets, 2]` tensor.
 fn stats_raw(op: &'static str, x: &Tensor, lay: &Layout, eps: f32) -> Result<Tensor> {
     let ctx = x.ctx();
+    let chunks = plane_chunks(op, &[(x, lay.l)], lay.nplanes)?;
+    if one_pass(x, lay, chunks.len()) {
+        let stats = Tensor::empty(ctx, &[lay.nsets, 2])?;
+        let p = base_params(lay, eps, 0.0);
+        let groups = ctx.grid(op, lay.nsets as u64)?;
+        ctx.dispatch(
+            op,
+            &key("set_stats", NormAct::None).half_for(x.dtype(), &["X"]),
+            bytemuck::bytes_of(&p),
+            &[x.range(), stats.range()],
+            groups,
+            5.0 * x.numel() as f64,
+            (x.byte_len() + 8 * lay.nsets as u64) as f64,
+        )?;
+        return Ok(stats);
+    }
     let part = Tensor::empty(ctx, &[3 * lay.p * lay.nplanes])?;
     let stats = Tensor::empty(ctx, &[lay.nsets, 2])?;
     let base = base_params(lay, eps, 0.0);
     let k = key("partial_stats", NormAct::None).half_for(x.dtype(), &["X"]);
-    for ch in plane_chunks(op, &[(x, lay.l)], lay.nplanes)? {
+    for ch in chunks {
         let n = ch.np * lay.p;
         let p = Params {
             n: n as u32,
@@ -317,58 +354,46 @@ fn backward_raw(
 ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
     let ctx = x.ctx();
     let base = base_params(lay, 0.0, slope);
-    let part = Tensor::empty(ctx, &[2 * lay.p * lay.nplanes])?;
-    let k = key("partial_sums", act);
-    for ch in plane_chunks(op, &[(g, lay.l), (x, lay.l)], lay.nplanes)? {
-        let n = ch.np * lay.p;
-        let p = Params {
-            n: n as u32,
-            plane0: ch.p0 as u32,
-            off: ch.offs[0],
-            ..base
-        };
-        let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
-        ctx.dispatch(
-            op,
-            &k,
-            bytemuck::bytes_of(&p),
-            &[
-                ch.ranges[0].clone(),
-                ch.ranges[1].clone(),
-                stats.range(),
-                gamma.range(),
-                beta.range(),
-                part.range(),
-            ],
-            groups,
-            6.0 * (ch.np * lay.l) as f64,
-            8.0 * (ch.np * lay.l) as f64,
-        )?;
-    }
+    let chunks = plane_chunks(op, &[(g, lay.l), (x, lay.l)], lay.nplanes)?;
     let ggamma = Tensor::empty(ctx, &[lay.c])?;
     let gbeta = Tensor::empty(ctx, &[lay.c])?;
     let gsum = Tensor::empty(ctx, &[lay.nsets, 2])?;
-    let nl = lay.c + lay.nsets;
-    let p = Params {
-        n: nl as u32,
-        ..base
-    };
-    let groups = ctx.grid(op, (nl as u64).div_ceil(WG as u64))?;
-    ctx.dispatch(
-        op,
-        &key("final_sums", NormAct::None),
-        bytemuck::bytes_of(&p),
-        &[
-            part.range(),
-            gamma.range(),
-            ggamma.range(),
-            gbeta.range(),
-            gsum.range(),
-        ],
-        groups,
-        4.0 * (lay.p * lay.nplanes) as f64,
-        16.0 * (lay.p * lay.nplanes) as f64,
-    )?;
+    // A BatchNorm set is a channel, so one pass gives the channel and the set sums alike.
+    let batch_sets = lay.nsets == lay.c && lay.set_a == 1 && lay.set_k == lay.c;
+    if batch_sets && one_pass(x, lay, chunks.len()) {
+        let groups = ctx.grid(op, lay.c as u64)?;
+        ctx.dispatch(
+            op,
+            &key("channel_sums", act),
+            bytemuck::bytes_of(&base),
+            &[
+                g.range(),
+                x.range(),
+                stats.range(),
+                gamma.range(),
+                beta.range(),
+                ggamma.range(),
+                gbeta.range(),
+                gsum.range(),
+            ],
+            groups,
+            6.0 * x.numel() as f64,
+            8.0 * x.numel() as f64,
+        )?;
+    } else {
+        sums_two_pass(
+            op,
+            x,
+            stats,
+            gamma,
+            beta,
+            lay,
+            act,
+            slope,
+            &chunks,
+            [&ggamma, &gbeta, &gsum],
+        )?;
+    }
     let gx = if want_gx {
         let gx = Tensor::empty(ctx, x.shape())?;
         let k = key("apply_bwd", act);
@@ -406,6 +431,75 @@ fn backward_raw(
         None
     };
     Ok((gx, ggamma, gbeta))
+}
+
+/// The backward sums in two passes (`chunks` bind g and x): per-lane partials, then one lane
+/// per channel and per set merging them.
+#[allow(clippy::too_many_arguments)]
+fn sums_two_pass(
+    op: &'static str,
+    x: &Tensor,
+    stats: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    lay: &Layout,
+    act: NormAct,
+    slope: f32,
+    chunks: &[crate::kernels::binding::PlaneChunk],
+    [ggamma, gbeta, gsum]: [&Tensor; 3],
+) -> Result<()> {
+    let ctx = x.ctx();
+    let base = base_params(lay, 0.0, slope);
+    let part = Tensor::empty(ctx, &[2 * lay.p * lay.nplanes])?;
+    let k = key("partial_sums", act);
+    for ch in chunks {
+        let n = ch.np * lay.p;
+        let p = Params {
+            n: n as u32,
+            plane0: ch.p0 as u32,
+            off: ch.offs[0],
+            ..base
+        };
+        let groups = ctx.grid(op, (n as u64).div_ceil(WG as u64))?;
+        ctx.dispatch(
+            op,
+            &k,
+            bytemuck::bytes_of(&p),
+            &[
+                ch.ranges[0].clone(),
+                ch.ranges[1].clone(),
+                stats.range(),
+                gamma.range(),
+                beta.range(),
+                part.range(),
+            ],
+            groups,
+            6.0 * (ch.np * lay.l) as f64,
+            8.0 * (ch.np * lay.l) as f64,
+        )?;
+    }
+    let nl = lay.c + lay.nsets;
+    let p = Params {
+        n: nl as u32,
+        ..base
+    };
+    let groups = ctx.grid(op, (nl as u64).div_ceil(WG as u64))?;
+    ctx.dispatch(
+        op,
+        &key("final_sums", NormAct::None),
+        bytemuck::bytes_of(&p),
+        &[
+            part.range(),
+            gamma.range(),
+            ggamma.range(),
+            gbeta.range(),
+            gsum.range(),
+        ],
+        groups,
+        4.0 * (lay.p * lay.nplanes) as f64,
+        16.0 * (lay.p * lay.nplanes) as f64,
+    )?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

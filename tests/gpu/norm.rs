@@ -330,3 +330,39 @@ fn batch_norm_beyond_the_binding_limit() {
         );
     }
 }
+
+#[test]
+fn batch_norm_one_pass_and_two_pass_reductions_agree() {
+    use dkp::gpu::Tuning;
+    use dkp::kernels::variant::{Forced, force};
+    let Some(ctx) = ctx() else { return };
+    // 40000 elements per channel: the barrier-free two passes under the software tuning, one
+    // workgroup per channel under the GPU tuning (sets up to 65536 elements)
+    let shape = [1, 3, 200, 200];
+    let n: usize = shape.iter().product();
+    let xv = hashed(n, 7919, 2.5, 3.0);
+    let gyv = hashed(n, 104729, -0.5, 1.0);
+    let (gmv, btv) = (vec![1.0f32, 2.0, 0.5], vec![0.0f32, 0.1, -0.2]);
+    let run_with = |t: Tuning| {
+        force(Forced::tuning(t), || {
+            let x = Tensor::from_slice(&ctx, &xv, &shape).unwrap().into_param();
+            let gm = Tensor::from_slice(&ctx, &gmv, &[3]).unwrap().into_param();
+            let bt = Tensor::from_slice(&ctx, &btv, &[3]).unwrap().into_param();
+            let y = norm::batch_norm_leaky_relu(&x, &gm, &bt, 1e-5, 0.2).unwrap();
+            let gy = Tensor::from_slice(&ctx, &gyv, &shape).unwrap();
+            let g = autograd::backward_with(&y, gy).unwrap();
+            let grads = [&x, &gm, &bt].map(|t| g.get(t).unwrap().to_vec().unwrap());
+            (y.to_vec().unwrap(), grads)
+        })
+    };
+    let (y2, g2) = run_with(Tuning::Software);
+    let (y1, g1) = run_with(Tuning::Gpu);
+    let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+    let z = batch_norm_ref(&f(&xv), &shape, &f(&gmv), &f(&btv), 1e-5);
+    let want: Vec<f32> = z.iter().map(|&v| leaky(v) as f32).collect();
+    assert_close("one-pass forward", &y1, &want, 1e-5, 2e-5);
+    assert_close("two-pass forward", &y2, &want, 1e-5, 2e-5);
+    for (k, (a, b)) in ["gx", "ggamma", "gbeta"].iter().zip(g1.iter().zip(&g2)) {
+        assert_close(&format!("one- vs two-pass {k}"), a, b, 1e-4, 1e-4);
+    }
+}

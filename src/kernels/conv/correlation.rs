@@ -43,7 +43,9 @@ pub(super) struct Core<'a> {
     pub(super) imp: ConvKernel,
 }
 
-pub(super) fn run_core(c: &Core) -> Result<()> {
+/// Runs the correlation; returns the padded copy of the whole source when one was made in a
+/// single piece (the weight gradient can reuse it instead of padding again).
+pub(super) fn run_core(c: &Core) -> Result<Option<Tensor>> {
     let ctx = c.src.ctx();
     let (pi, po) = (c.pad.hq * c.pad.wq, c.hs * c.ws);
     let chunks = plan(c.op, c.src, c.n, c.g, c.lt, c.rt, pi, po)?;
@@ -161,13 +163,16 @@ pub(super) fn run_core(c: &Core) -> Result<()> {
             )?;
         }
     }
-    Ok(())
+    let whole = (0, c.n, 0, c.g, 0, c.rt);
+    Ok(cur.filter(|k| k.padded && k.key == whole).map(|k| k.keep))
 }
 
 /// Transposed correlation shared by the input gradient and `conv_transpose2d`: for a conv
 /// weight `w` [g*og, cg, kh, kw] and an output gradient `gy` [n, g*og, ho, wo], writes the
 /// gradient of the conv's padded input (hp x wp) into `out` [n, g*cg, hs, ws] at padded
 /// position (py, px) -> (py - crop_t, px - crop_l) (positions outside are dropped).
+/// `packed`: the stride phases already packed (by `pack_both`) in a tensor, from an element
+/// offset on; else they are packed here, one pass per phase.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn transposed_core(
     op: &'static str,
@@ -181,6 +186,7 @@ pub(super) fn transposed_core(
     crop: (usize, usize),
     bias: Option<&Tensor>,
     imp: ConvKernel,
+    packed: Option<(&Tensor, usize)>,
 ) -> Result<()> {
     let ctx = gy.ctx();
     let ws = w.shape();
@@ -192,14 +198,23 @@ pub(super) fn transposed_core(
     let jmx = kw.div_ceil(s);
     let qmy = hp.div_ceil(s);
     let qmx = wp_.div_ceil(s);
-    let wpk = Tensor::empty(ctx, &[w.numel()])?;
+    let own;
+    let (wpk, base) = match packed {
+        Some(p) => p,
+        None => {
+            own = Tensor::empty(ctx, &[w.numel()])?;
+            (&own, 0)
+        }
+    };
     let mut phases = Vec::new();
-    let mut off = 0;
+    let mut off = base;
     for ry in 0..s {
         for rx in 0..s {
             let jy = if ry < kh { (kh - ry).div_ceil(s) } else { 0 };
             let jx = if rx < kw { (kw - rx).div_ceil(s) } else { 0 };
-            pack_weights(op, w, &wpk, off, g, og, cg, jy, jx, Some((s, ry, rx)))?;
+            if packed.is_none() {
+                pack_weights(op, w, wpk, off, g, og, cg, jy, jx, Some((s, ry, rx)))?;
+            }
             let qy = if ry < hp { (hp - ry).div_ceil(s) } else { 0 };
             let qx = if rx < wp_ { (wp_ - rx).div_ceil(s) } else { 0 };
             phases.push(Phase {
@@ -230,7 +245,7 @@ pub(super) fn transposed_core(
             hq: qmy + jmy - 1,
             wq: qmx + jmx - 1,
         },
-        wp: &wpk,
+        wp: wpk,
         g,
         lt: cg,
         rt: og,
@@ -242,5 +257,6 @@ pub(super) fn transposed_core(
         ws: os[3],
         bias,
         imp,
-    })
+    })?;
+    Ok(())
 }

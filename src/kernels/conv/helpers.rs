@@ -245,3 +245,36 @@ pub(super) fn pack_weights(
         8.0 * n as f64,
     )
 }
+
+/// Pack a training conv's weight `w` [g*og, cg, kh, kw] in one pass into both the forward
+/// layout (elements `[0, numel)`, what `pack_weights` writes untransposed) and the input
+/// gradient's stride phases for stride `s` (from `numel` on, phases ry-major at the offsets
+/// `transposed_phases` gives). Saves the backward its own packing pass per phase.
+pub(super) fn pack_both(op: &'static str, w: &Tensor, g: usize, s: usize) -> Result<Tensor> {
+    let ws = w.shape();
+    let (og, cg, kh, kw) = (ws[0] / g, ws[1], ws[2], ws[3]);
+    let n = w.numel();
+    let wp = Tensor::empty(w.ctx(), &[2 * n])?;
+    let p = AuxParams {
+        n: n as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        gg: g as u32,
+        rr: cg as u32,
+        ll: og as u32,
+        s: s as u32,
+        dv: [og, kw, kh, cg].map(|d| crate::kernels::fast_div::fast_divisor(d as u32)),
+        ..Default::default()
+    };
+    dispatch_aux(
+        op,
+        "pack_w2",
+        w,
+        &p,
+        &[w.range(), wp.range()],
+        n,
+        0.0,
+        12.0 * n as f64,
+    )?;
+    Ok(wp)
+}

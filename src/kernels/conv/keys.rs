@@ -117,7 +117,7 @@ pub fn shipped_keys() -> Vec<KernelKey> {
         let (ct, tt) = wlo_tile(nt);
         v.push(key_wlo(ct, tt));
     }
-    for e in ["wgrad_gen", "pad", "fold", "pack_w", "reduce"] {
+    for e in ["wgrad_gen", "pad", "fold", "pack_w", "pack_w2", "reduce"] {
         v.push(key_aux(e));
     }
     v.push(key_aux("pad").half(&["PI"]));

@@ -197,6 +197,27 @@ pub fn conv2d_forward(
     b: Option<&Tensor>,
     p: &Conv2dParams,
 ) -> Result<Tensor> {
+    Ok(forward_impl(x, w, b, p, false)?.y)
+}
+
+/// A forward pass and what its backward can reuse.
+struct Forward {
+    y: Tensor,
+    /// The padded input, when the forward made one in a single piece.
+    xpad: Option<Tensor>,
+    /// `pack_both`'s output: forward layout, then the input gradient's stride phases.
+    wpk: Option<Tensor>,
+}
+
+/// The forward conv; `for_grad_input`: also pack the weight for the input gradient (in the
+/// same pass as the forward packing).
+fn forward_impl(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    p: &Conv2dParams,
+    for_grad_input: bool,
+) -> Result<Forward> {
     let op = "conv2d";
     let imp = variant::conv(x.ctx());
     let both = [DType::F32, DType::F16];
@@ -208,9 +229,20 @@ pub fn conv2d_forward(
     let geo = check_conv(op, x.shape(), w.shape(), b.map(|b| b.shape()), p)?;
     let (og, cg) = (geo.o / geo.g, geo.c / geo.g);
     // Packing widens f16 weights to f32; an f16 bias is widened by a cast (O elements).
-    let wp = Tensor::empty(x.ctx(), &[w.numel()])?;
-    pack_weights(op, w, &wp, 0, geo.g, cg, og, geo.kh, geo.kw, None)?;
-    forward_packed(op, x, xdt, &wp, &geo, b, p, imp)
+    let pack_t = for_grad_input && w.dtype() == DType::F32;
+    let wp = if pack_t {
+        pack_both(op, w, geo.g, p.stride)?
+    } else {
+        let wp = Tensor::empty(x.ctx(), &[w.numel()])?;
+        pack_weights(op, w, &wp, 0, geo.g, cg, og, geo.kh, geo.kw, None)?;
+        wp
+    };
+    let (y, xpad) = forward_packed(op, x, xdt, &wp, &geo, b, p, imp)?;
+    Ok(Forward {
+        y,
+        xpad,
+        wpk: pack_t.then_some(wp),
+    })
 }
 
 /// A conv weight packed once into the core's layout (`[g][c][ky][kx][o]`), for weights that
@@ -286,7 +318,7 @@ pub fn conv2d_packed(
         Tensor::common_dtype(op, &[b], &both)?;
     }
     let geo = check_conv(op, x.shape(), &w.shape, b.map(|b| b.shape()), p)?;
-    forward_packed(op, x, xdt, &w.wp, &geo, b, p, imp)
+    Ok(forward_packed(op, x, xdt, &w.wp, &geo, b, p, imp)?.0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -299,7 +331,7 @@ pub(super) fn forward_packed(
     b: Option<&Tensor>,
     p: &Conv2dParams,
     imp: ConvKernel,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Option<Tensor>)> {
     let ctx = x.ctx();
     let (og, cg) = (geo.o / geo.g, geo.c / geo.g);
     let b32 = b
@@ -321,7 +353,7 @@ pub(super) fn forward_packed(
         DType::F32
     };
     let y = Tensor::empty_dtype(ctx, &[geo.n, geo.o, geo.ho, geo.wo], ydt)?;
-    run_core(&Core {
+    let xpad = run_core(&Core {
         op,
         src: x,
         n: geo.n,
@@ -357,7 +389,7 @@ pub(super) fn forward_packed(
         bias: b32.as_ref(),
         imp,
     })?;
-    crate::kernels::elementwise::cast(&y, xdt)
+    Ok((crate::kernels::elementwise::cast(&y, xdt)?, xpad))
 }
 
 /// Gradient of `conv2d` with respect to its input of shape `x_shape`.
@@ -366,6 +398,17 @@ pub fn conv2d_grad_input(
     w: &Tensor,
     x_shape: &[usize],
     p: &Conv2dParams,
+) -> Result<Tensor> {
+    grad_input_impl(gy, w, x_shape, p, None)
+}
+
+/// `conv2d_grad_input`, with the weight's phases already packed by `pack_both` when given.
+fn grad_input_impl(
+    gy: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    p: &Conv2dParams,
+    wpk: Option<&Tensor>,
 ) -> Result<Tensor> {
     let op = "conv2d_grad_input";
     let geo = check_conv(op, x_shape, w.shape(), None, p)?;
@@ -387,11 +430,38 @@ pub fn conv2d_grad_input(
     let (ph, pw) = p.padding;
     let (hp, wp) = (geo.h + 2 * ph, geo.w + 2 * pw);
     let gx = Tensor::empty(ctx, x_shape)?;
+    let packed = wpk.map(|t| (t, w.numel()));
     if p.pad_mode == PadMode::Constant || (ph == 0 && pw == 0) {
-        transposed_core(op, gy, w, geo.g, p.stride, hp, wp, &gx, (ph, pw), None, imp)?;
+        transposed_core(
+            op,
+            gy,
+            w,
+            geo.g,
+            p.stride,
+            hp,
+            wp,
+            &gx,
+            (ph, pw),
+            None,
+            imp,
+            packed,
+        )?;
     } else {
         let gxp = Tensor::empty(ctx, &[geo.n, geo.c, hp, wp])?;
-        transposed_core(op, gy, w, geo.g, p.stride, hp, wp, &gxp, (0, 0), None, imp)?;
+        transposed_core(
+            op,
+            gy,
+            w,
+            geo.g,
+            p.stride,
+            hp,
+            wp,
+            &gxp,
+            (0, 0),
+            None,
+            imp,
+            packed,
+        )?;
         fold(
             op,
             &gxp,
@@ -415,8 +485,21 @@ pub fn conv2d_grad_weight(
     w_shape: &[usize],
     p: &Conv2dParams,
 ) -> Result<Tensor> {
+    grad_weight_impl(gy, x, x.shape(), w_shape, p, false)
+}
+
+/// `conv2d_grad_weight` of an input of shape `x_shape`; `src` is that input, or (`prepadded`)
+/// its padded copy from the forward pass.
+fn grad_weight_impl(
+    gy: &Tensor,
+    src: &Tensor,
+    x_shape: &[usize],
+    w_shape: &[usize],
+    p: &Conv2dParams,
+    prepadded: bool,
+) -> Result<Tensor> {
     let op = "conv2d_grad_weight";
-    let geo = check_conv(op, x.shape(), w_shape, None, p)?;
+    let geo = check_conv(op, x_shape, w_shape, None, p)?;
     if gy.shape() != [geo.n, geo.o, geo.ho, geo.wo] {
         return Err(Error::Shape {
             op,
@@ -430,21 +513,35 @@ pub fn conv2d_grad_weight(
             ),
         });
     }
-    let imp = variant::conv(x.ctx());
+    let imp = variant::conv(src.ctx());
     let (ph, pw) = p.padding;
-    run_wgrad(&WGrad {
-        op,
-        src: x,
-        n: geo.n,
-        h: geo.h,
-        w: geo.w,
-        pad: PadSpec {
+    let (hq, wq) = (geo.h + 2 * ph, geo.w + 2 * pw);
+    let (h, w, pad) = if prepadded {
+        let identity = PadSpec {
+            mode: PadMode::Constant,
+            top: 0,
+            left: 0,
+            hq,
+            wq,
+        };
+        (hq, wq, identity)
+    } else {
+        let pad = PadSpec {
             mode: p.pad_mode,
             top: ph,
             left: pw,
-            hq: geo.h + 2 * ph,
-            wq: geo.w + 2 * pw,
-        },
+            hq,
+            wq,
+        };
+        (geo.h, geo.w, pad)
+    };
+    run_wgrad(&WGrad {
+        op,
+        src,
+        n: geo.n,
+        h,
+        w,
+        pad,
         gy,
         ho: geo.ho,
         wo: geo.wo,
@@ -462,27 +559,46 @@ pub fn conv2d_grad_weight(
 
 /// 2-D convolution (cross-correlation, as PyTorch) of `x` [N, C, H, W] padded per `p`, with
 /// weight [O, C/groups, kh, kw] and optional bias [O]. Differentiable in x, w and b.
+///
+/// The backward reuses what the forward made: the weight packed for the input gradient in the
+/// forward's packing pass, and the padded input for the weight gradient (kept instead of x).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: &Conv2dParams) -> Result<Tensor> {
-    let y = conv2d_forward(x, w, b, p)?;
     let mut inputs: Vec<&Tensor> = vec![x, w];
     if let Some(b) = b {
         inputs.push(b);
     }
-    if needs_grad(&inputs) {
-        let (xc, wc) = (x.detach(), w.detach());
-        let (nx, nw) = (x.requires_grad(), w.requires_grad());
+    let grad = needs_grad(&inputs);
+    let (nx, nw) = (x.requires_grad(), w.requires_grad());
+    let fwd = forward_impl(x, w, b, p, grad && nx)?;
+    let y = fwd.y;
+    if grad {
+        let wc = w.detach();
+        let x_shape = x.shape().to_vec();
+        let (src, prepadded) = match fwd.xpad {
+            Some(xp) => (xp, true),
+            None => (x.detach(), false),
+        };
+        // x is needed only by the weight gradient
+        let src = nw.then_some(src);
+        let wpk = fwd.wpk;
         let nb = b.map(|b| b.requires_grad());
         let p = *p;
         record("conv2d", &inputs, &y, move |g| {
             let gx = if nx {
-                Some(conv2d_grad_input(g, &wc, xc.shape(), &p)?)
+                Some(grad_input_impl(g, &wc, &x_shape, &p, wpk.as_ref())?)
             } else {
                 None
             };
-            let gw = if nw {
-                Some(conv2d_grad_weight(g, &xc, wc.shape(), &p)?)
-            } else {
-                None
+            let gw = match &src {
+                Some(src) => Some(grad_weight_impl(
+                    g,
+                    src,
+                    &x_shape,
+                    wc.shape(),
+                    &p,
+                    prepadded,
+                )?),
+                None => None,
             };
             let mut v = vec![gx, gw];
             if let Some(nb) = nb {
@@ -552,7 +668,7 @@ pub fn conv_transpose2d(
     let (n, cout, hout, wout, _, _) = check_transpose(op, x, w, b, stride)?;
     let imp = variant::conv(x.ctx());
     let y = Tensor::empty(x.ctx(), &[n, cout, hout, wout])?;
-    transposed_core(op, x, w, 1, stride, hout, wout, &y, (0, 0), b, imp)?;
+    transposed_core(op, x, w, 1, stride, hout, wout, &y, (0, 0), b, imp, None)?;
     let mut inputs: Vec<&Tensor> = vec![x, w];
     if let Some(b) = b {
         inputs.push(b);

@@ -135,7 +135,9 @@ pub(super) fn balanced(total: usize, max: usize) -> Vec<(usize, usize)> {
 /// The bound input of a chunk (a padded copy, or a sub-range of the source when no padding).
 pub(super) struct InputChunk {
     pub(super) key: (usize, usize, usize, usize, usize, usize),
-    pub(super) _keep: Tensor,
+    pub(super) keep: Tensor,
+    /// `keep` is a padded (or widened) copy, not the source itself.
+    pub(super) padded: bool,
     pub(super) range: BufRange,
     pub(super) off: u32,
     pub(super) ns: u32,
@@ -172,7 +174,8 @@ pub(super) fn input_chunk(
         let (range, off) = window(src, (ch.n0 * csrc + cfirst) * plane, count);
         InputChunk {
             key,
-            _keep: src.clone(),
+            keep: src.clone(),
+            padded: false,
             range,
             off,
             ns: (csrc * plane) as u32,
@@ -183,7 +186,8 @@ pub(super) fn input_chunk(
         InputChunk {
             key,
             range: t.range(),
-            _keep: t,
+            keep: t,
+            padded: true,
             off: 0,
             ns: (nch * pad.hq * pad.wq) as u32,
             c0: cfirst as u32,
