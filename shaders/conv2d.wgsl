@@ -473,6 +473,13 @@ fn pack_w2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let v = f32(pi_in[A.in_off + e]);
     pa_out[A.out_off + (((g * A.rr + r) * A.kh + ky) * A.kw + kx) * A.ll + l] = v;
     let s = A.s;
+    if (s == 1u) {
+        // one phase, the whole kernel flipped (no per-element division by the stride, which a
+        // CPU adapter runs as scalar code)
+        let t = ((g * A.ll + l) * A.kh + A.kh - 1u - ky) * A.kw + A.kw - 1u - kx;
+        pa_out[A.out_off + A.n + t * A.rr + r] = v;
+        return;
+    }
     let ry = ky % s;
     let rx = kx % s;
     let jy = (A.kh - ry + s - 1u) / s;
