@@ -143,9 +143,10 @@ fn mutated_kernel_files_never_panic() {
         std::fs::write(&pt, b).unwrap();
         for p in [&pm, &pt] {
             if let Ok(k) = read_kernel(p) {
-                // Float noise down to -1e-6 of the largest tap is accepted by design.
+                // Float noise down to -NEGATIVE_TAP_NOISE of the largest tap is accepted by design.
                 let max = k.data.iter().copied().fold(0.0f64, f64::max);
-                assert!(max > 0.0 && k.data.iter().all(|v| v.is_finite() && *v >= -1e-6 * max));
+                let floor = -dkp::io::kernel::NEGATIVE_TAP_NOISE * max;
+                assert!(max > 0.0 && k.data.iter().all(|v| v.is_finite() && *v >= floor));
             }
         }
     });
