@@ -392,6 +392,24 @@ pub(super) fn forward_packed(
     Ok((crate::kernels::elementwise::cast(&y, xdt)?, xpad))
 }
 
+/// The output gradient of a conv must have the conv output's shape.
+fn check_output_grad(op: &'static str, gy: &Tensor, geo: &Geo) -> Result<()> {
+    if gy.shape() != [geo.n, geo.o, geo.ho, geo.wo] {
+        return Err(Error::Shape {
+            op,
+            msg: format!(
+                "output gradient {:?} does not match the conv output [{}, {}, {}, {}]",
+                gy.shape(),
+                geo.n,
+                geo.o,
+                geo.ho,
+                geo.wo
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Gradient of `conv2d` with respect to its input of shape `x_shape`.
 pub fn conv2d_grad_input(
     gy: &Tensor,
@@ -412,19 +430,7 @@ fn grad_input_impl(
 ) -> Result<Tensor> {
     let op = "conv2d_grad_input";
     let geo = check_conv(op, x_shape, w.shape(), None, p)?;
-    if gy.shape() != [geo.n, geo.o, geo.ho, geo.wo] {
-        return Err(Error::Shape {
-            op,
-            msg: format!(
-                "output gradient {:?} does not match the conv output [{}, {}, {}, {}]",
-                gy.shape(),
-                geo.n,
-                geo.o,
-                geo.ho,
-                geo.wo
-            ),
-        });
-    }
+    check_output_grad(op, gy, &geo)?;
     let imp = variant::conv(gy.ctx());
     let ctx = gy.ctx();
     let (ph, pw) = p.padding;
@@ -500,19 +506,7 @@ fn grad_weight_impl(
 ) -> Result<Tensor> {
     let op = "conv2d_grad_weight";
     let geo = check_conv(op, x_shape, w_shape, None, p)?;
-    if gy.shape() != [geo.n, geo.o, geo.ho, geo.wo] {
-        return Err(Error::Shape {
-            op,
-            msg: format!(
-                "output gradient {:?} does not match the conv output [{}, {}, {}, {}]",
-                gy.shape(),
-                geo.n,
-                geo.o,
-                geo.ho,
-                geo.wo
-            ),
-        });
-    }
+    check_output_grad(op, gy, &geo)?;
     let imp = variant::conv(src.ctx());
     let (ph, pw) = p.padding;
     let (hq, wq) = (geo.h + 2 * ph, geo.w + 2 * pw);
