@@ -147,6 +147,44 @@ fn faithful_returns_the_last_step_and_says_so() {
 }
 
 #[test]
+fn recentre_reports_the_kernel_centre_and_the_shift() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.png");
+    write_rgb8(&img, 24);
+    let out = dir.path().join("out");
+    let o = dkp()
+        .arg(&img)
+        .args(FAST)
+        .args(["--recentre", "--kernel-size", "11", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("a_report.json")).unwrap()).unwrap();
+    let r = &rep["recentring"];
+    let sf = rep["sf"].as_f64().unwrap();
+    assert_eq!(r["target"].as_f64(), Some((11.0 - sf) / 2.0), "{r}");
+    let shift: Vec<i64> = r["shift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(shift.len(), 2);
+    // The scores before the move are reported exactly when it moved something.
+    assert_eq!(
+        rep.get("before_recentring").is_some(),
+        shift != [0, 0],
+        "{rep}"
+    );
+    refused(
+        &[img.to_str().unwrap(), "--recentre", "--faithful"],
+        "cannot be used with",
+    );
+}
+
+#[test]
 fn existing_results_are_not_overwritten_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("a.png");

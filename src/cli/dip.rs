@@ -134,6 +134,10 @@ pub struct DipArgs {
     /// moving averages (see BENCHMARKS.md for what each gives).
     #[arg(long)]
     pub faithful: bool,
+    /// Move the result back by the whole pixels its kernel's centre sits off the degradation's
+    /// centre, (K - sf)/2 (an experiment: BENCHMARKS.md has what it gave; not with --faithful).
+    #[arg(long, conflicts_with = "faithful")]
+    pub recentre: bool,
     /// Decay of the moving averages that the default output uses.
     #[arg(long = "ema-decay", default_value_t = dip_dkp::DEFAULT_EMA_DECAY)]
     pub ema_decay: f32,
@@ -164,7 +168,8 @@ pub struct DipArgs {
     pub log_every: Option<usize>,
 }
 
-/// Scores of the last step's image and kernel, reported beside the default (averaged) output.
+/// Scores of an image and kernel the run did not write (the last step's, the output before its
+/// re-registration), reported beside those it did.
 #[derive(serde::Serialize, Clone, Copy)]
 struct LastStep {
     psnr: Option<f64>,
@@ -461,6 +466,13 @@ struct Report<'a> {
     /// With the `ema` output: the last step's scores (what `--faithful` would have written).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_step: Option<LastStep>,
+    /// With `--recentre`: the kernel's centre, its target and the whole pixels the result was
+    /// moved back by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recentring: Option<dkp::method::recentre::Recentring>,
+    /// When the re-registration moved the result: the scores it had before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before_recentring: Option<LastStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refined: Option<Refined>,
     logs: &'a [StepLog],
@@ -882,6 +894,7 @@ fn configure(args: &DipArgs, sf: usize, preset: Preset) -> (DipDkpConfig, Option
             decay: args.ema_decay,
         }
     };
+    cfg.recentre = args.recentre;
     if let Some(n) = args.log_every {
         cfg.log_every = n;
     }
@@ -1227,31 +1240,33 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
         &estimate_panels(&kern, job.kernel.as_ref(), kernel_psnr),
     )?;
     // The last step's scores are of the DIP output, which is the result only without a crop.
-    let last_step = match &out.last {
-        Some((x, k)) if job.region.is_none() => {
-            let score = match &job.hr {
-                Some(hr) => Some(dkp::method::metrics::evaluate_pair(
-                    hr,
-                    &dip_dkp::to_rgb_image(x, sh, sw)?,
-                    sf,
-                )?),
-                None => None,
-            };
-            let kernel_psnr = match &job.kernel {
-                Some(kg) => {
-                    let est: Vec<f64> = k.iter().map(|&v| v as f64).collect();
-                    Some(dkp::method::metrics::kernel_psnr(&kg.data, &est)?)
-                }
-                None => None,
-            };
-            Some(LastStep {
-                psnr: score.map(|s| s.psnr),
-                ssim: score.map(|s| s.ssim),
-                kernel_psnr,
-            })
-        }
-        _ => None,
+    let scores = |pair: &Option<(Vec<f32>, Vec<f32>)>| -> Result<Option<LastStep>> {
+        let Some((x, k)) = pair.as_ref().filter(|_| job.region.is_none()) else {
+            return Ok(None);
+        };
+        let score = match &job.hr {
+            Some(hr) => Some(dkp::method::metrics::evaluate_pair(
+                hr,
+                &dip_dkp::to_rgb_image(x, sh, sw)?,
+                sf,
+            )?),
+            None => None,
+        };
+        let kernel_psnr = match &job.kernel {
+            Some(kg) => {
+                let est: Vec<f64> = k.iter().map(|&v| v as f64).collect();
+                Some(dkp::method::metrics::kernel_psnr(&kg.data, &est)?)
+            }
+            None => None,
+        };
+        Ok(Some(LastStep {
+            psnr: score.map(|s| s.psnr),
+            ssim: score.map(|s| s.ssim),
+            kernel_psnr,
+        }))
     };
+    let last_step = scores(&out.last)?;
+    let before_recentring = scores(&out.unshifted)?;
     let mut refined = None;
     // On the kernel-crop path the result already is USRNet's.
     if let (Some(net), Some(_), None) = (plan.usrnet, args.refine, job.region) {
@@ -1336,6 +1351,8 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
             OutputRule::Ema { .. } => "ema",
         },
         last_step,
+        recentring: out.recentring,
+        before_recentring,
         refined,
         logs: &out.logs,
         outputs,
@@ -1371,6 +1388,12 @@ fn restore(ctx: &Arc<Context>, args: &DipArgs, task: &Task, plan: &Plan) -> Resu
             line += &format!(", kernel PSNR {k:.2} dB");
         }
         line += ")";
+    }
+    if let Some(r) = out.recentring.filter(|r| r.shift != [0, 0]) {
+        line += &format!(
+            "; moved back by ({}, {}) px to its kernel's centre",
+            r.shift[0], r.shift[1]
+        );
     }
     if let Some(r) = refined {
         line += &format!(

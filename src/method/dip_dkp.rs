@@ -13,6 +13,7 @@ use crate::autograd::{self, Grads, no_grad};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::method::prior::KernelPrior;
+use crate::method::recentre::{Recentring, recentre};
 use crate::models::dip_skip::{DipConfig, DipSkip};
 use crate::models::kernel_mlp::KernelMlp;
 use crate::ops::{self, Conv2dParams, PadMode};
@@ -62,6 +63,10 @@ pub struct DipDkpConfig {
     /// What the run returns: the last step's image and kernel (the released code), or their
     /// exponential moving averages over the DIP steps.
     pub output: OutputRule,
+    /// Move the returned image and kernel back by the whole pixels the kernel's centre sits
+    /// off the degradation convention's centre ([`crate::method::recentre`]); the released code
+    /// does not.
+    pub recentre: bool,
 }
 
 /// What a run is expected to need, from the configuration alone: checked against the adapter
@@ -194,6 +199,7 @@ impl DipDkpConfig {
             log_every: 50,
             check_every: 10,
             output: OutputRule::Last,
+            recentre: false,
         }
     }
 
@@ -249,6 +255,10 @@ pub struct DipDkpOutput {
     /// The last step's image and kernel when `sr`/`kernel` are the averages (so a caller can
     /// score what the released code would have returned); `None` when they are the same.
     pub last: Option<(Vec<f32>, Vec<f32>)>,
+    /// With `cfg.recentre`: what the re-registration found, and the image and kernel before it
+    /// when it moved them.
+    pub recentring: Option<Recentring>,
+    pub unshifted: Option<(Vec<f32>, Vec<f32>)>,
     pub logs: Vec<StepLog>,
     pub seconds: f64,
     pub parameters: usize,
@@ -828,14 +838,24 @@ impl<'a> DipDkp<'a> {
         self.acc = None;
         let (x, k) = last.ok_or_else(|| Error::Invalid("no DIP steps were run".into()))?;
         let last = (x.to_vec()?, k.to_vec()?);
-        let (sr, kernel, last) = match (self.cfg.output, &self.ema) {
+        let (mut sr, mut kernel, last) = match (self.cfg.output, &self.ema) {
             (OutputRule::Ema { .. }, Some((xa, ka))) => (xa.to_vec()?, ka.to_vec()?, Some(last)),
             _ => (last.0, last.1, None),
+        };
+        // A given kernel is the caller's: nothing to re-register.
+        let (recentring, unshifted) = if self.cfg.recentre && self.fixed.is_none() {
+            let before = (sr.clone(), kernel.clone());
+            let r = recentre(&mut sr, hh, ww, &mut kernel, self.cfg.k_size, sf);
+            (Some(r), (r.shift != [0, 0]).then_some(before))
+        } else {
+            (None, None)
         };
         Ok(DipDkpOutput {
             sr,
             kernel,
             last,
+            recentring,
+            unshifted,
             logs,
             seconds: t0.elapsed().as_secs_f64(),
             parameters: self.parameters(),

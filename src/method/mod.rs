@@ -12,5 +12,6 @@ pub mod diffusion;
 pub mod dip_dkp;
 pub mod metrics;
 pub mod prior;
+pub mod recentre;
 pub mod rng;
 pub mod tiling;
