@@ -10,12 +10,13 @@
 //! by the whole pixels of the kernel's offset returns the image the input's pixel grid implies,
 //! without any ground truth, and leaves the fit to the LR input unchanged.
 //!
-//! Only clear offsets move: an axis shifts by `n` pixels once its offset reaches `n − 1/4`.
-//! An estimate half a pixel off is as likely to belong to either neighbour (its centre of mass
-//! is a mean over an asymmetric blob), and moving it would be a coin flip.
+//! Only clear offsets move: the pair moves once the kernel's centre lies at least 3/4 px from
+//! the target (Euclidean), and then to the nearest whole-pixel position (each axis rounded).
+//! An estimate about half a pixel off is as likely to belong to either neighbour (its centre
+//! of mass is a mean over an asymmetric blob), and moving it would be a coin flip.
 
-/// How far an axis's offset must reach past a half pixel before it counts as a whole pixel.
-const SHIFT_MARGIN: f64 = 0.25;
+/// The distance (px) from the target at which a kernel's centre counts as displaced.
+const MIN_OFFSET: f64 = 0.75;
 
 /// What [`recentre`] found and did.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -53,10 +54,13 @@ pub fn centre_above_floor(kernel: &[f32], k: usize) -> [f64; 2] {
     [r / m, c / m]
 }
 
-/// Whole pixels an offset calls for (see the module note): `sign(o)·⌊|o| + 1/4⌋`.
-pub fn whole_pixels(offset: f64) -> i32 {
-    let n = (offset.abs() + SHIFT_MARGIN).floor() as i32;
-    if offset < 0.0 { -n } else { n }
+/// Whole pixels (rows, columns) an offset of the kernel's centre calls for (see the module
+/// note): none below [`MIN_OFFSET`], else each axis rounded.
+pub fn whole_pixels(offset: [f64; 2]) -> [i32; 2] {
+    if offset[0].hypot(offset[1]) < MIN_OFFSET {
+        return [0, 0];
+    }
+    offset.map(|o| o.round() as i32)
 }
 
 /// Move a CHW image (`h × w` per channel) and its row-major `k × k` kernel back by the whole
@@ -73,10 +77,7 @@ pub fn recentre(
 ) -> Recentring {
     let target = kernel_target(k, sf);
     let centre = centre_above_floor(kernel, k);
-    let shift = [
-        whole_pixels(centre[0] - target),
-        whole_pixels(centre[1] - target),
-    ];
+    let shift = whole_pixels([centre[0] - target, centre[1] - target]);
     if shift != [0, 0] && h > 0 && w > 0 {
         let src = image.to_vec();
         let (dy, dx) = (shift[0] as isize, shift[1] as isize);
@@ -130,13 +131,13 @@ mod tests {
 
     #[test]
     fn whole_pixels_needs_a_clear_offset() {
-        assert_eq!(whole_pixels(0.0), 0);
-        assert_eq!(whole_pixels(0.56), 0);
-        assert_eq!(whole_pixels(-0.74), 0);
-        assert_eq!(whole_pixels(0.75), 1);
-        assert_eq!(whole_pixels(-1.13), -1);
-        assert_eq!(whole_pixels(1.6), 1);
-        assert_eq!(whole_pixels(1.8), 2);
+        assert_eq!(whole_pixels([0.0, 0.0]), [0, 0]);
+        assert_eq!(whole_pixels([0.57, 0.17]), [0, 0]);
+        assert_eq!(whole_pixels([0.5, -0.5]), [0, 0]);
+        assert_eq!(whole_pixels([0.16, 1.13]), [0, 1]);
+        assert_eq!(whole_pixels([0.82, 0.69]), [1, 1]);
+        assert_eq!(whole_pixels([-0.49, 0.6]), [0, 1]);
+        assert_eq!(whole_pixels([-0.2, -1.8]), [0, -2]);
     }
 
     #[test]
