@@ -134,10 +134,10 @@ pub struct DipArgs {
     /// moving averages (see BENCHMARKS.md for what each gives).
     #[arg(long)]
     pub faithful: bool,
-    /// Move the result back by the whole pixels its kernel's centre sits off the degradation's
-    /// centre, (K - sf)/2 (an experiment: BENCHMARKS.md has what it gave; not with --faithful).
-    #[arg(long, conflicts_with = "faithful")]
-    pub recentre: bool,
+    /// Return the output as the network left it, without moving it back by the whole pixels its
+    /// kernel's centre sits off the degradation's centre, (K - sf)/2 (implied by --faithful).
+    #[arg(long = "no-recentre")]
+    pub no_recentre: bool,
     /// Decay of the moving averages that the default output uses.
     #[arg(long = "ema-decay", default_value_t = dip_dkp::DEFAULT_EMA_DECAY)]
     pub ema_decay: f32,
@@ -466,8 +466,8 @@ struct Report<'a> {
     /// With the `ema` output: the last step's scores (what `--faithful` would have written).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_step: Option<LastStep>,
-    /// With `--recentre`: the kernel's centre, its target and the whole pixels the result was
-    /// moved back by.
+    /// The re-registration (not with `--faithful` / `--no-recentre`): the kernel's centre, its
+    /// target and the whole pixels the result was moved back by.
     #[serde(skip_serializing_if = "Option::is_none")]
     recentring: Option<dkp::method::recentre::Recentring>,
     /// When the re-registration moved the result: the scores it had before.
@@ -894,7 +894,7 @@ fn configure(args: &DipArgs, sf: usize, preset: Preset) -> (DipDkpConfig, Option
             decay: args.ema_decay,
         }
     };
-    cfg.recentre = args.recentre;
+    cfg.recentre = !args.faithful && !args.no_recentre;
     if let Some(n) = args.log_every {
         cfg.log_every = n;
     }
